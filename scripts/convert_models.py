@@ -1,0 +1,613 @@
+#!/usr/bin/env python3
+"""Convert MediaPipe's face models from TFLite to ONNX, reproducibly.
+
+The weights come from the ``mediapipe==0.10.14`` wheel (Apache-2.0), the last release that ships the
+``.tflite`` files. This script downloads that wheel with ``pip download --no-deps``, reads each model's
+flatbuffer with the ``tflite`` package and writes an equivalent ONNX graph with ``onnx.helper``: no
+TensorFlow is involved. Running it twice gives byte-identical files, so ``models/MANIFEST.json`` pins
+both the source and the result.
+
+How the graph is translated:
+- TFLite activations are NHWC, ONNX convolutions want NCHW. Every 4-D activation is kept NCHW inside
+  the ONNX graph; the model input and outputs keep their TFLite shapes (one Transpose at each end).
+- fp16 weights (DEQUANTIZE) and sparse weights (DENSIFY) are folded into fp32 initializers here.
+- PRELU becomes ``Relu(x) + a * Min(x, 0)``, which onnxruntime runs about twice as fast as its PRelu.
+- MediaPipe's three custom ops in the attention mesh are written with standard ops
+  (see ``mediapipe_ops.py`` beside this file).
+
+Usage: ``python scripts/convert_models.py [--out models] [--cache .cache/mediapipe] [--check]``
+(``--check`` converts into a temporary folder and compares with the committed files).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import onnx
+    import tflite
+    from flatbuffers import flexbuffers
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError as exc:  # pragma: no cover - only without the convert extra
+    raise SystemExit(f"convert_models.py needs the 'convert' extra: pip install -e '.[convert]' ({exc})")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mediapipe_ops  # noqa: E402  (our ONNX versions of MediaPipe's custom ops)
+
+log = logging.getLogger("convert_models")
+
+REPO = Path(__file__).resolve().parents[1]
+WHEEL_REQUIREMENT = "mediapipe==0.10.14"
+WHEEL_PLATFORM = "manylinux_2_17_x86_64"
+OPSET = 17
+IR_VERSION = 8
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    wheel_path: str
+    purpose: str
+
+
+MODELS = (
+    ModelSpec("face_detection_short_range", "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+              "BlazeFace detector for faces within about 2 m (128x128 input, 896 anchors)"),
+    ModelSpec("face_detection_full_range", "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
+              "BlazeFace detector for small and distant faces (192x192 input, 2304 anchors)"),
+    ModelSpec("face_landmark", "mediapipe/modules/face_landmark/face_landmark.tflite",
+              "468-point face mesh (192x192 crop)"),
+    ModelSpec("face_landmark_with_attention", "mediapipe/modules/face_landmark/face_landmark_with_attention.tflite",
+              "478-point attention mesh with refined lips, eyes and irises (192x192 crop)"),
+    ModelSpec("iris_landmark", "mediapipe/modules/iris_landmark/iris_landmark.tflite",
+              "Eye contour and iris landmarks (64x64 eye crop)"),
+)
+
+LICENCE = "Apache-2.0"
+LICENCE_FILE = "Licenses/mediapipe-Apache-2.0.txt"
+
+
+class ConversionError(RuntimeError):
+    """The TFLite graph holds something this converter does not translate."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Getting the wheel
+
+
+def fetch_wheel(cache: Path) -> Path:
+    """Download (once) the pinned mediapipe wheel into ``cache`` and return its path."""
+    cache.mkdir(parents=True, exist_ok=True)
+    found = sorted(cache.glob("mediapipe-0.10.14-*.whl"))
+    if found:
+        return found[0]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--python-version", "3.11", "--platform", WHEEL_PLATFORM, WHEEL_REQUIREMENT, "-d", str(cache)]
+    log.info("downloading %s: %s", WHEEL_REQUIREMENT, " ".join(cmd))
+    subprocess.run(cmd, check=True)
+    found = sorted(cache.glob("mediapipe-0.10.14-*.whl"))
+    if not found:
+        raise ConversionError(f"pip did not leave a mediapipe wheel in {cache}")
+    return found[0]
+
+
+def extract(wheel: Path, spec: ModelSpec, cache: Path) -> Path:
+    target = cache / Path(spec.wheel_path).name
+    with zipfile.ZipFile(wheel) as zf:
+        data = zf.read(spec.wheel_path)
+    if not target.exists() or target.read_bytes() != data:
+        target.write_bytes(data)
+    return target
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX graph builder
+
+
+class OnnxGraph:
+    """Collects nodes and initializers with deterministic, readable names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._used: set[str] = set()
+        self._const_cache: dict[tuple, str] = {}
+
+    def unique(self, hint: str) -> str:
+        base = hint.replace(";", "_").replace(":", "_") or "t"
+        name, k = base, 1
+        while name in self._used:
+            k += 1
+            name = f"{base}_{k}"
+        self._used.add(name)
+        return name
+
+    def node(self, op_type: str, inputs: list[str], outputs: list[str] | None = None, n_out: int = 1,
+             **attrs) -> list[str]:
+        if outputs is None:
+            outputs = [self.unique(f"{op_type.lower()}_{len(self.nodes)}") for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=f"n{len(self.nodes)}_{op_type}", **attrs))
+        return outputs
+
+    def const(self, array: np.ndarray, name_hint: str = "const") -> str:
+        array = np.ascontiguousarray(array)
+        key = (array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).hexdigest())
+        if key in self._const_cache:
+            return self._const_cache[key]
+        name = self.unique(name_hint)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        self._const_cache[key] = name
+        return name
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the flatbuffer
+
+_BUILTIN_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
+_NUMPY_TYPES = {
+    tflite.TensorType.FLOAT32: np.float32, tflite.TensorType.FLOAT16: np.float16,
+    tflite.TensorType.INT32: np.int32, tflite.TensorType.UINT8: np.uint8, tflite.TensorType.INT64: np.int64,
+    tflite.TensorType.INT8: np.int8, tflite.TensorType.INT16: np.int16,
+}
+_SEGMENT_VECTORS = {
+    tflite.SparseIndexVector.Int32Vector: tflite.Int32Vector,
+    tflite.SparseIndexVector.Uint16Vector: tflite.Uint16Vector,
+    tflite.SparseIndexVector.Uint8Vector: tflite.Uint8Vector,
+}
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: type
+    value: np.ndarray | None = None      # constants, in TFLite layout
+    sparsity: object | None = None
+    onnx_name: str | None = None         # runtime tensors: name in the ONNX graph (4-D ones are NCHW)
+
+
+def _sparse_vector(kind: int, table) -> np.ndarray:
+    vec = _SEGMENT_VECTORS[kind]()
+    vec.Init(table.Bytes, table.Pos)
+    return vec.ValuesAsNumpy().astype(np.int64)
+
+
+def densify(values: np.ndarray, shape: tuple[int, ...], sparsity) -> np.ndarray:
+    """Expand a TFLite sparse tensor (TACO-style dimension metadata) to a dense array."""
+    order = sparsity.TraversalOrderAsNumpy().astype(int)
+    block_map = sparsity.BlockMapAsNumpy().astype(int) if sparsity.BlockMapLength() else np.zeros(0, int)
+    rank = len(shape)
+    n_dims = len(order)
+    positions = np.zeros(1, np.int64)
+    coords = np.zeros((1, n_dims), np.int64)
+    block_sizes = {}
+    for level in range(n_dims):
+        meta = sparsity.DimMetadata(level)
+        dim = order[level]
+        if meta.Format() == tflite.DimensionType.DENSE:
+            size = meta.DenseSize()
+            if dim >= rank:
+                block_sizes[dim] = size
+            positions = (positions[:, None] * size + np.arange(size)[None, :]).ravel()
+            coords = np.repeat(coords, size, axis=0)
+            coords[:, dim] = np.tile(np.arange(size), len(coords) // size)
+        else:
+            segments = _sparse_vector(meta.ArraySegmentsType(), meta.ArraySegments())
+            indices = _sparse_vector(meta.ArrayIndicesType(), meta.ArrayIndices())
+            starts, ends = segments[positions], segments[positions + 1]
+            counts = ends - starts
+            new_positions = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(starts) else \
+                np.zeros(0, np.int64)
+            coords = np.repeat(coords, counts, axis=0)
+            coords[:, dim] = indices[new_positions]
+            positions = new_positions
+    dense = np.zeros(shape, values.dtype)
+    full = coords[:, :rank].copy()
+    for j, original_dim in enumerate(block_map):
+        full[:, original_dim] = full[:, original_dim] * block_sizes[rank + j] + coords[:, rank + j]
+    dense[tuple(full.T)] = values[positions]
+    return dense
+
+
+def _to_nchw(shape_or_array):
+    """NHWC -> NCHW for a 4-D shape tuple or array."""
+    if isinstance(shape_or_array, np.ndarray):
+        return np.transpose(shape_or_array, (0, 3, 1, 2))
+    n, h, w, c = shape_or_array
+    return (n, c, h, w)
+
+
+_NHWC_AXIS_TO_NCHW = {0: 0, 1: 2, 2: 3, 3: 1}
+
+
+def _same_pads(in_size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    effective = (kernel - 1) * dilation + 1
+    out = -(-in_size // stride)
+    total = max((out - 1) * stride + effective - in_size, 0)
+    return total // 2, total - total // 2
+
+
+# ----------------------------------------------------------------------------------------------
+# The converter
+
+
+@dataclass
+class Converter:
+    model: object
+    graph: OnnxGraph = field(default_factory=OnnxGraph)
+    tensors: list[TensorInfo] = field(default_factory=list)
+
+    # -- tensor access -------------------------------------------------------------------------
+    def load_tensors(self) -> None:
+        sub = self.model.Subgraphs(0)
+        for i in range(sub.TensorsLength()):
+            t = sub.Tensors(i)
+            shape = tuple(int(s) for s in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+            dtype = _NUMPY_TYPES.get(t.Type())
+            if dtype is None:
+                raise ConversionError(f"tensor {t.Name()!r} has unsupported type {t.Type()}")
+            info = TensorInfo(t.Name().decode(), shape, dtype, sparsity=t.Sparsity())
+            buf = self.model.Buffers(t.Buffer())
+            if buf is not None and buf.DataLength():
+                raw = buf.DataAsNumpy().tobytes()
+                flat = np.frombuffer(raw, dtype=dtype)
+                info.value = flat if info.sparsity is not None else flat.reshape(shape)
+            self.tensors.append(info)
+
+    def is_const(self, idx: int) -> bool:
+        return self.tensors[idx].value is not None
+
+    def const_value(self, idx: int) -> np.ndarray:
+        value = self.tensors[idx].value
+        if value is None:
+            raise ConversionError(f"{self.tensors[idx].name} is expected to be constant")
+        return value
+
+    def runtime(self, idx: int) -> str:
+        """ONNX name of a tensor, materialising constants in the graph's layout (4-D ones as NCHW)."""
+        info = self.tensors[idx]
+        if info.onnx_name is not None:
+            return info.onnx_name
+        if info.value is None:
+            raise ConversionError(f"tensor {info.name} is used before it is produced")
+        value = info.value.astype(np.float32) if info.value.dtype == np.float16 else info.value
+        if value.ndim == 4:
+            value = _to_nchw(value)
+        return self.graph.const(value, info.name)
+
+    def set_output(self, idx: int, onnx_name: str) -> None:
+        self.tensors[idx].onnx_name = onnx_name
+
+    def out_name(self, idx: int) -> str:
+        return self.graph.unique(self.tensors[idx].name)
+
+    def broadcast_const(self, idx: int, other_rank: int) -> str:
+        """A constant operand of an elementwise op with a tensor of ``other_rank`` dims, in graph layout."""
+        value = self.const_value(idx).astype(np.float32)
+        if other_rank == 4 and value.ndim < 4 and value.size > 1:
+            value = value.reshape((1,) * (4 - value.ndim) + value.shape)
+        if value.ndim == 4:
+            value = _to_nchw(value)
+        return self.graph.const(np.ascontiguousarray(value), self.tensors[idx].name)
+
+    # -- activations ---------------------------------------------------------------------------
+    def activation(self, name: str, fused: int, out_idx: int) -> str:
+        if fused == tflite.ActivationFunctionType.NONE:
+            return name
+        if fused == tflite.ActivationFunctionType.RELU:
+            return self.graph.node("Relu", [name], [self.out_name(out_idx)])[0]
+        if fused == tflite.ActivationFunctionType.RELU6:
+            lo, hi = self.graph.const(np.float32(0), "zero"), self.graph.const(np.float32(6), "six")
+            return self.graph.node("Clip", [name, lo, hi], [self.out_name(out_idx)])[0]
+        raise ConversionError(f"fused activation {fused} is not supported")
+
+    # -- operators -----------------------------------------------------------------------------
+    def convert(self) -> onnx.ModelProto:
+        self.load_tensors()
+        sub = self.model.Subgraphs(0)
+        g = self.graph
+        graph_inputs = []
+        for i in range(sub.OutputsLength()):  # graph outputs keep their TFLite names
+            g._used.add(self.tensors[sub.Outputs(i)].name)
+        for i in range(sub.InputsLength()):
+            idx = sub.Inputs(i)
+            info = self.tensors[idx]
+            graph_inputs.append(helper.make_tensor_value_info(info.name, TensorProto.FLOAT, list(info.shape)))
+            g._used.add(info.name)
+            name = info.name
+            if len(info.shape) == 4:
+                name = g.node("Transpose", [name], [g.unique(info.name + "_nchw")], perm=[0, 3, 1, 2])[0]
+            info.onnx_name = name
+        for i in range(sub.OperatorsLength()):
+            self.convert_op(sub.Operators(i))
+        graph_outputs = []
+        for i in range(sub.OutputsLength()):
+            idx = sub.Outputs(i)
+            info = self.tensors[idx]
+            src = self.runtime(idx)
+            if len(info.shape) == 4:
+                g.node("Transpose", [src], [info.name], perm=[0, 2, 3, 1])
+            else:
+                g.node("Identity", [src], [info.name])
+            graph_outputs.append(helper.make_tensor_value_info(info.name, TensorProto.FLOAT, list(info.shape)))
+        onnx_graph = helper.make_graph(g.nodes, "mediapipe_converted", graph_inputs, graph_outputs,
+                                       initializer=g.initializers)
+        model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="facewire-convert_models", producer_version="1")
+        model.ir_version = IR_VERSION
+        onnx.checker.check_model(model)
+        return model
+
+    def op_name(self, op) -> str:
+        code = self.model.OperatorCodes(op.OpcodeIndex())
+        if code.CustomCode():
+            return code.CustomCode().decode()
+        return _BUILTIN_NAMES[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
+
+    def convert_op(self, op) -> None:
+        kind = self.op_name(op)
+        ins = [int(i) for i in op.InputsAsNumpy()]
+        outs = [int(i) for i in op.OutputsAsNumpy()]
+        handler = getattr(self, f"op_{kind.lower()}", None)
+        if handler is not None:
+            handler(op, ins, outs)
+        elif kind in mediapipe_ops.EMITTERS:
+            self.custom_op(kind, op, ins, outs)
+        else:
+            raise ConversionError(f"operator {kind} is not supported")
+
+    @staticmethod
+    def _options(op, cls):
+        table = op.BuiltinOptions()
+        opts = cls()
+        opts.Init(table.Bytes, table.Pos)
+        return opts
+
+    def op_dequantize(self, op, ins, outs):
+        self.tensors[outs[0]].value = self.const_value(ins[0]).astype(np.float32).reshape(self.tensors[outs[0]].shape)
+
+    def op_densify(self, op, ins, outs):
+        src = self.tensors[ins[0]]
+        if src.sparsity is None:
+            raise ConversionError(f"DENSIFY input {src.name} carries no sparsity parameters")
+        self.tensors[outs[0]].value = densify(src.value, self.tensors[outs[0]].shape, src.sparsity)
+
+    def _conv(self, op, ins, outs, depthwise: bool):
+        cls = tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions
+        opts = self._options(op, cls)
+        weights = self.const_value(ins[1]).astype(np.float32)
+        _, in_h, in_w, in_c = self.tensors[ins[0]].shape
+        kh, kw = weights.shape[1], weights.shape[2]
+        dil_h, dil_w = opts.DilationHFactor(), opts.DilationWFactor()
+        if depthwise:
+            weights = np.transpose(weights, (3, 0, 1, 2))        # [1,kh,kw,C*M] -> [C*M,1,kh,kw]
+            group = in_c
+        else:
+            weights = np.transpose(weights, (0, 3, 1, 2))        # [O,kh,kw,I] -> [O,I,kh,kw]
+            group = 1
+        if opts.Padding() == tflite.Padding.SAME:
+            top, bottom = _same_pads(in_h, kh, opts.StrideH(), dil_h)
+            left, right = _same_pads(in_w, kw, opts.StrideW(), dil_w)
+        else:
+            top = bottom = left = right = 0
+        inputs = [self.runtime(ins[0]), self.graph.const(weights, self.tensors[ins[1]].name)]
+        if len(ins) > 2 and ins[2] >= 0:
+            inputs.append(self.graph.const(self.const_value(ins[2]).astype(np.float32), self.tensors[ins[2]].name))
+        fused = opts.FusedActivationFunction()
+        target = self.out_name(outs[0]) if fused == tflite.ActivationFunctionType.NONE else self.graph.unique(
+            self.tensors[outs[0]].name + "_pre")
+        y = self.graph.node("Conv", inputs, [target], kernel_shape=[kh, kw], strides=[opts.StrideH(), opts.StrideW()],
+                            dilations=[dil_h, dil_w], pads=[top, left, bottom, right], group=group)[0]
+        self.set_output(outs[0], self.activation(y, fused, outs[0]))
+
+    def op_conv_2d(self, op, ins, outs):
+        self._conv(op, ins, outs, depthwise=False)
+
+    def op_depthwise_conv_2d(self, op, ins, outs):
+        self._conv(op, ins, outs, depthwise=True)
+
+    def _binary(self, op, ins, outs, onnx_op: str, options_cls):
+        rank = len(self.tensors[outs[0]].shape)
+        names = []
+        for idx in ins:
+            names.append(self.broadcast_const(idx, rank) if self.is_const(idx) else self.runtime(idx))
+        fused = self._options(op, options_cls).FusedActivationFunction() if op.BuiltinOptions() else 0
+        target = self.out_name(outs[0]) if fused == 0 else self.graph.unique(self.tensors[outs[0]].name + "_pre")
+        y = self.graph.node(onnx_op, names, [target])[0]
+        self.set_output(outs[0], self.activation(y, fused, outs[0]))
+
+    def op_add(self, op, ins, outs):
+        self._binary(op, ins, outs, "Add", tflite.AddOptions)
+
+    def op_mul(self, op, ins, outs):
+        self._binary(op, ins, outs, "Mul", tflite.MulOptions)
+
+    def op_relu(self, op, ins, outs):
+        self.set_output(outs[0], self.graph.node("Relu", [self.runtime(ins[0])], [self.out_name(outs[0])])[0])
+
+    def op_prelu(self, op, ins, outs):
+        # PRelu(x, a) == Relu(x) + a * Min(x, 0); onnxruntime runs this form about twice as fast.
+        g = self.graph
+        x = self.runtime(ins[0])
+        alpha = self.broadcast_const(ins[1], len(self.tensors[ins[0]].shape))
+        positive = g.node("Relu", [x])[0]
+        negative = g.node("Min", [x, g.const(np.zeros((1,), np.float32), "zero")])[0]
+        scaled = g.node("Mul", [negative, alpha])[0]
+        self.set_output(outs[0], g.node("Add", [positive, scaled], [self.out_name(outs[0])])[0])
+
+    def op_pad(self, op, ins, outs):
+        paddings = self.const_value(ins[1]).astype(np.int64)
+        if paddings.shape[0] == 4:
+            paddings = paddings[[0, 3, 1, 2]]
+        pads = np.concatenate([paddings[:, 0], paddings[:, 1]])
+        y = self.graph.node("Pad", [self.runtime(ins[0]), self.graph.const(pads, "pads")], [self.out_name(outs[0])],
+                            mode="constant")[0]
+        self.set_output(outs[0], y)
+
+    def op_max_pool_2d(self, op, ins, outs):
+        opts = self._options(op, tflite.Pool2DOptions)
+        _, in_h, in_w, _ = self.tensors[ins[0]].shape
+        kh, kw = opts.FilterHeight(), opts.FilterWidth()
+        if opts.Padding() == tflite.Padding.SAME:
+            top, bottom = _same_pads(in_h, kh, opts.StrideH(), 1)
+            left, right = _same_pads(in_w, kw, opts.StrideW(), 1)
+        else:
+            top = bottom = left = right = 0
+        y = self.graph.node("MaxPool", [self.runtime(ins[0])], [self.out_name(outs[0])], kernel_shape=[kh, kw],
+                            strides=[opts.StrideH(), opts.StrideW()], pads=[top, left, bottom, right])[0]
+        self.set_output(outs[0], self.activation(y, opts.FusedActivationFunction(), outs[0]))
+
+    def _to_tflite_layout(self, idx: int) -> str:
+        name = self.runtime(idx)
+        if len(self.tensors[idx].shape) == 4:
+            name = self.graph.node("Transpose", [name], perm=[0, 2, 3, 1])[0]
+        return name
+
+    def _from_tflite_layout(self, name: str, out_idx: int) -> None:
+        if len(self.tensors[out_idx].shape) == 4:
+            name = self.graph.node("Transpose", [name], [self.out_name(out_idx)], perm=[0, 3, 1, 2])[0]
+        self.set_output(out_idx, name)
+
+    def op_reshape(self, op, ins, outs):
+        if self.is_const(ins[0]):
+            self.tensors[outs[0]].value = self.const_value(ins[0]).reshape(self.tensors[outs[0]].shape)
+            return
+        shape = np.array(self.tensors[outs[0]].shape, np.int64)
+        y = self.graph.node("Reshape", [self._to_tflite_layout(ins[0]), self.graph.const(shape, "shape")])[0]
+        self._from_tflite_layout(y, outs[0])
+
+    def op_concatenation(self, op, ins, outs):
+        opts = self._options(op, tflite.ConcatenationOptions)
+        rank = len(self.tensors[outs[0]].shape)
+        axis = opts.Axis() % rank
+        if rank == 4:
+            axis = _NHWC_AXIS_TO_NCHW[axis]
+        y = self.graph.node("Concat", [self.runtime(i) for i in ins], axis=axis)[0]
+        self.set_output(outs[0], self.activation(y, opts.FusedActivationFunction(), outs[0]))
+
+    def op_resize_bilinear(self, op, ins, outs):
+        opts = self._options(op, tflite.ResizeBilinearOptions)
+        if opts.AlignCorners():
+            mode = "align_corners"
+        elif opts.HalfPixelCenters():
+            mode = "half_pixel"
+        else:
+            mode = "asymmetric"
+        sizes = np.array(_to_nchw(self.tensors[outs[0]].shape), np.int64)
+        y = self.graph.node("Resize", [self.runtime(ins[0]), "", "", self.graph.const(sizes, "sizes")],
+                            [self.out_name(outs[0])], mode="linear", coordinate_transformation_mode=mode)[0]
+        self.set_output(outs[0], y)
+
+    def op_depth_to_space(self, op, ins, outs):
+        opts = self._options(op, tflite.DepthToSpaceOptions)
+        # TFLite's channel order (row, column, channel) is ONNX's DCR mode.
+        y = self.graph.node("DepthToSpace", [self.runtime(ins[0])], [self.out_name(outs[0])],
+                            blocksize=opts.BlockSize(), mode="DCR")[0]
+        self.set_output(outs[0], y)
+
+    def op_strided_slice(self, op, ins, outs):
+        opts = self._options(op, tflite.StridedSliceOptions)
+        if opts.EllipsisMask() or opts.NewAxisMask() or opts.ShrinkAxisMask():
+            raise ConversionError("STRIDED_SLICE with ellipsis, new-axis or shrink masks is not supported")
+        begin = self.const_value(ins[1]).astype(np.int64).copy()
+        end = self.const_value(ins[2]).astype(np.int64).copy()
+        strides = self.const_value(ins[3]).astype(np.int64)
+        in_shape = self.tensors[ins[0]].shape
+        for axis in range(len(begin)):
+            if opts.BeginMask() >> axis & 1:
+                begin[axis] = 0 if strides[axis] > 0 else in_shape[axis] - 1
+            if opts.EndMask() >> axis & 1:
+                end[axis] = in_shape[axis] if strides[axis] > 0 else -in_shape[axis] - 1
+        g = self.graph
+        y = g.node("Slice", [self._to_tflite_layout(ins[0]), g.const(begin, "begin"), g.const(end, "end"),
+                             g.const(np.arange(len(begin), dtype=np.int64), "axes"), g.const(strides, "steps")])[0]
+        self._from_tflite_layout(y, outs[0])
+
+    def custom_op(self, kind: str, op, ins, outs):
+        options = flexbuffers.Loads(op.CustomOptionsAsNumpy().tobytes()) if op.CustomOptionsLength() else {}
+        in_names = [self.runtime(i) for i in ins]
+        out_names = [self.out_name(i) for i in outs]
+        in_shapes = [self.tensors[i].shape for i in ins]
+        nchw = [len(s) == 4 for s in in_shapes]
+        mediapipe_ops.EMITTERS[kind](self.graph, in_names, out_names, options, in_shapes, nchw)
+        for idx, name in zip(outs, out_names):
+            self.set_output(idx, name)
+
+
+def convert_tflite(data: bytes) -> bytes:
+    """Translate one TFLite flatbuffer into a serialised ONNX model."""
+    model = tflite.Model.GetRootAsModel(data, 0)
+    if model.SubgraphsLength() != 1:
+        raise ConversionError("only single-subgraph models are supported")
+    return Converter(model).convert().SerializeToString()
+
+
+# ----------------------------------------------------------------------------------------------
+# Manifest and command line
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build(out_dir: Path, cache: Path) -> dict:
+    wheel = fetch_wheel(cache)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for spec in MODELS:
+        tfl = extract(wheel, spec, cache).read_bytes()
+        log.info("converting %s (%d bytes)", spec.wheel_path, len(tfl))
+        onnx_bytes = convert_tflite(tfl)
+        (out_dir / f"{spec.name}.onnx").write_bytes(onnx_bytes)
+        entries.append({
+            "name": spec.name,
+            "file": f"{spec.name}.onnx",
+            "purpose": spec.purpose,
+            "source": {"package": WHEEL_REQUIREMENT, "wheel": wheel.name, "path": spec.wheel_path},
+            "tflite_sha256": sha256(tfl),
+            "onnx_sha256": sha256(onnx_bytes),
+            "licence": LICENCE,
+            "licence_file": LICENCE_FILE,
+        })
+    manifest = {"converter": "scripts/convert_models.py", "opset": OPSET, "models": entries}
+    (out_dir / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "models", help="where the ONNX files go (default: models/)")
+    parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "mediapipe",
+                        help="where the wheel and extracted .tflite files are kept (default: .cache/mediapipe)")
+    parser.add_argument("--check", action="store_true",
+                        help="convert into a temporary folder and compare byte for byte with --out")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if not args.check:
+        build(args.out, args.cache)
+        log.info("wrote %s", args.out)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        build(Path(tmp), args.cache)
+        bad = [p.name for p in sorted(Path(tmp).iterdir())
+               if not (args.out / p.name).exists() or (args.out / p.name).read_bytes() != p.read_bytes()]
+    if bad:
+        log.error("differs from %s: %s", args.out, ", ".join(bad))
+        return 1
+    log.info("all files in %s reproduce byte for byte", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
