@@ -11,7 +11,8 @@ How the graph is translated:
 - TFLite activations are NHWC, ONNX convolutions want NCHW. Every 4-D activation is kept NCHW inside
   the ONNX graph; the model input and outputs keep their TFLite shapes (one Transpose at each end).
 - fp16 weights (DEQUANTIZE) and sparse weights (DENSIFY) are folded into fp32 initializers here.
-- PRELU becomes ``Relu(x) + a * Min(x, 0)``, which onnxruntime runs about twice as fast as its PRelu.
+- PRELU becomes ``Relu(x) + (-a) * Relu(-x)`` with the scalings as BatchNormalization, which
+  onnxruntime runs 2-2.5x as fast as its own PRelu (see ``Converter.op_prelu``).
 - MediaPipe's three custom ops in the attention mesh are written with standard ops
   (see ``mediapipe_ops.py`` beside this file).
 
@@ -439,14 +440,31 @@ class Converter:
         self.set_output(outs[0], self.graph.node("Relu", [self.runtime(ins[0])], [self.out_name(outs[0])])[0])
 
     def op_prelu(self, op, ins, outs):
-        # PRelu(x, a) == Relu(x) + a * Min(x, 0); onnxruntime runs this form about twice as fast.
+        """PRelu(x, a) = Relu(x) + (-a) * Relu(-x), with both per-channel scalings as BatchNormalization.
+
+        onnxruntime runs its own PRelu slowly; ``Relu(x) + a * Min(x, 0)`` is about twice as fast, and
+        spelling the scalings as BatchNormalization (which onnxruntime turns into blocked-layout
+        depthwise convolutions with the Relu fused) saves another 10-20%, because Min and broadcast
+        Mul would force the tensor out of the blocked NCHWc layout and back for every PRelu.
+        """
         g = self.graph
         x = self.runtime(ins[0])
-        alpha = self.broadcast_const(ins[1], len(self.tensors[ins[0]].shape))
-        positive = g.node("Relu", [x])[0]
-        negative = g.node("Min", [x, g.const(np.zeros((1,), np.float32), "zero")])[0]
-        scaled = g.node("Mul", [negative, alpha])[0]
-        self.set_output(outs[0], g.node("Add", [positive, scaled], [self.out_name(outs[0])])[0])
+        slope = self.const_value(ins[1]).astype(np.float32).reshape(-1)
+        channels = self.tensors[ins[0]].shape[-1]
+        slope = np.broadcast_to(slope, (channels,)) if slope.size == 1 else slope
+        if slope.size != channels:
+            raise ConversionError(f"PRELU slope of shape {self.tensors[ins[1]].shape} is not per channel")
+
+        def scale(t: str, factor: np.ndarray) -> str:
+            eps = 1e-5   # with variance 1 - eps the normalisation divides by exactly 1
+            zeros = g.const(np.zeros(channels, np.float32), "bn_zero")
+            variance = g.const(np.full(channels, 1 - eps, np.float32), "bn_var")
+            return g.node("BatchNormalization", [t, g.const(factor.astype(np.float32), "bn_scale"), zeros, zeros,
+                                                 variance], epsilon=eps)[0]
+
+        negative = g.node("Relu", [scale(x, -np.ones(channels, np.float32))])[0]
+        y = g.node("Add", [g.node("Relu", [x])[0], scale(negative, -slope)], [self.out_name(outs[0])])[0]
+        self.set_output(outs[0], y)
 
     def op_pad(self, op, ins, outs):
         paddings = self.const_value(ins[1]).astype(np.int64)
