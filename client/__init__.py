@@ -1,1 +1,76 @@
-"""Facewire client."""
+"""Facewire client SDK: OpenSeeFace's wire format, a UDP receiver and helpful views.
+
+Light by design: it needs only numpy and the standard library (never OpenCV or onnxruntime), so
+applications can consume tracking data without the tracker's dependencies.
+"""
+
+from .protocol import (
+    FEATURE_NAMES,
+    NUM_POINTS,
+    NUM_POINTS_3D,
+    RECORD_DTYPE,
+    RECORD_SIZE,
+    DatagramError,
+    OpenSeeFaceRecord,
+    RecordError,
+    decode_array,
+    decode_datagram,
+    encode_datagram,
+    encode_record,
+)
+from .receiver import DatagramReceiver, OpenSeeFaceReceiver, ReceiverError, ReceiverStats
+from .views import (
+    OSF_TO_IBUG68,
+    R_FRONTAL,
+    GazeVectors,
+    HeadAngles,
+    PoseUnavailableError,
+    angles_from_rotation,
+    from_ibug68,
+    gaze_vectors,
+    has_pose,
+    head_angles,
+    head_rotation,
+    head_rotation_to_osf,
+    osf_euler,
+    osf_quaternion,
+    osf_rotation_matrix,
+    rotation_from_angles,
+    to_ibug68,
+)
+
+__all__ = [
+    "DatagramError",
+    "DatagramReceiver",
+    "FEATURE_NAMES",
+    "GazeVectors",
+    "HeadAngles",
+    "NUM_POINTS",
+    "NUM_POINTS_3D",
+    "OSF_TO_IBUG68",
+    "OpenSeeFaceReceiver",
+    "OpenSeeFaceRecord",
+    "PoseUnavailableError",
+    "RECORD_DTYPE",
+    "RECORD_SIZE",
+    "R_FRONTAL",
+    "ReceiverError",
+    "ReceiverStats",
+    "RecordError",
+    "angles_from_rotation",
+    "decode_array",
+    "decode_datagram",
+    "encode_datagram",
+    "encode_record",
+    "from_ibug68",
+    "gaze_vectors",
+    "has_pose",
+    "head_angles",
+    "head_rotation",
+    "head_rotation_to_osf",
+    "osf_euler",
+    "osf_quaternion",
+    "osf_rotation_matrix",
+    "rotation_from_angles",
+    "to_ibug68",
+]
