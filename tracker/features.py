@@ -35,23 +35,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "eye_l",
-    "eye_r",
-    "eyebrow_steepness_l",
-    "eyebrow_updown_l",
-    "eyebrow_quirk_l",
-    "eyebrow_steepness_r",
-    "eyebrow_updown_r",
-    "eyebrow_quirk_r",
-    "mouth_corner_updown_l",
-    "mouth_corner_inout_l",
-    "mouth_corner_updown_r",
-    "mouth_corner_inout_r",
-    "mouth_open",
-    "mouth_wide",
-)
-"""Feature order of OSF's record (and of its CSV log)."""
+from facewire.client.protocol import FEATURE_NAMES  # the record order, defined once with the wire format
 
 # Features that OSF only computes at its "full" feature level (2, the default). At level 1 they read 0.
 _FULL_ONLY = frozenset(

@@ -65,20 +65,14 @@ import os
 import cv2
 import numpy as np
 
+from facewire.client.views import OSF_TO_IBUG68, osf_euler, osf_quaternion
+
 from .features import Features
 
 logger = logging.getLogger(__name__)
 
-OSF66_FROM_IBUG68: np.ndarray = np.array(
-    [*range(48), 49, 50, 51, 52, 53, 55, 56, 57, 58, 59, 48, 61, 62, 63, 54, 65, 66, 67], dtype=np.intp
-)
-"""iBUG-68 index of each OSF point: ``osf66 = ibug68[OSF66_FROM_IBUG68]``.
-
-OSF 0-47 = iBUG 0-47 (jaw, brows, nose, eyes). Mouth: OSF 48-52 = upper outer lip iBUG 49-53 (image-left
-to image-right), 53-57 = lower outer lip iBUG 55-59 (image-right to image-left), 58 = outer mouth corner
-iBUG 48 (image-left), 59-61 = upper inner lip iBUG 61-63, 62 = outer mouth corner iBUG 54 (image-right),
-63-65 = lower inner lip iBUG 65-67. iBUG 60 and 64 (inner mouth corners) are not sent.
-"""
+# OpenSeeFace's 66-point order is defined once, in the client: osf66 = ibug68[OSF66_FROM_IBUG68].
+OSF66_FROM_IBUG68: np.ndarray = np.asarray(OSF_TO_IBUG68, dtype=np.intp)
 
 OSF_CONTOUR_POINTS: tuple[int, ...] = (0, 1, 8, 15, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35)
 """OSF points used for its PnP fit."""
@@ -213,35 +207,6 @@ def _osf_effective_camera(width: int, height: int) -> np.ndarray:
     return np.array([[width, 0, height / 2], [0, width, width / 2], [0, 0, 1]], np.float64)
 
 
-def osf_quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
-    """OSF's quaternion (x, y, z, w) of a rotation matrix: the quaternion of its transpose.
-
-    The branch (and so the overall sign) follows Shepperd's method on the diagonal, as OSF does.
-    """
-    m = np.asarray(rotation, np.float64)
-    if m[2, 2] < 0:
-        if m[0, 0] > m[1, 1]:
-            t = 1 + m[0, 0] - m[1, 1] - m[2, 2]
-            q = (t, m[0, 1] + m[1, 0], m[2, 0] + m[0, 2], m[1, 2] - m[2, 1])
-        else:
-            t = 1 - m[0, 0] + m[1, 1] - m[2, 2]
-            q = (m[0, 1] + m[1, 0], t, m[1, 2] + m[2, 1], m[2, 0] - m[0, 2])
-    elif m[0, 0] < -m[1, 1]:
-        t = 1 - m[0, 0] - m[1, 1] + m[2, 2]
-        q = (m[2, 0] + m[0, 2], m[1, 2] + m[2, 1], t, m[0, 1] - m[1, 0])
-    else:
-        t = 1 + m[0, 0] + m[1, 1] + m[2, 2]
-        q = (m[1, 2] - m[2, 1], m[2, 0] - m[0, 2], m[0, 1] - m[1, 0], t)
-    scale = 0.5 / math.sqrt(t)
-    return tuple(float(np.float32(v * scale)) for v in q)  # type: ignore[return-value]
-
-
-def osf_euler(rotation: np.ndarray) -> tuple[float, float, float]:
-    """OSF's Euler angles: OpenCV's RQ decomposition of the rotation, in degrees."""
-    angles = cv2.RQDecomp3x3(np.asarray(rotation, np.float64))[0]
-    return (float(angles[0]), float(angles[1]), float(angles[2]))
-
-
 def osf_pose_from_rvec(rvec: np.ndarray, tvec: np.ndarray) -> OsfPose:
     """Fill OSF's pose fields from its PnP result."""
     r = np.asarray(rvec, np.float64).reshape(3)
@@ -250,8 +215,8 @@ def osf_pose_from_rvec(rvec: np.ndarray, tvec: np.ndarray) -> OsfPose:
     return OsfPose(
         rvec=(float(r[0]), float(r[1]), float(r[2])),
         tvec=(float(t[0]), float(t[1]), float(t[2])),
-        quaternion=osf_quaternion(rotation),
-        euler=osf_euler(rotation),
+        quaternion=tuple(float(np.float32(v)) for v in osf_quaternion(rotation)),
+        euler=tuple(float(v) for v in osf_euler(rotation)),
     )
 
 
