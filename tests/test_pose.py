@@ -123,8 +123,8 @@ def test_euler_angles_round_trip_and_mean_what_the_docstring_says():
     for yaw, pitch, roll in ((10, 20, 30), (-70, 5, -40), (0, -60, 170)):
         assert np.allclose(euler_from_rotation(rotation_from_euler(yaw, pitch, roll)), (yaw, pitch, roll))
     nose = np.array([0.0, 30.0, -45.0])             # head frame: below the eyes, in front
-    assert (rotation_from_euler(0, 20, 0) @ nose)[1] > nose[1]       # pitch > 0: nose goes down
-    assert (rotation_from_euler(20, 0, 0) @ nose)[0] < 0             # yaw > 0: towards the image's left
+    assert (rotation_from_euler(0, 20, 0) @ nose)[1] < nose[1]       # pitch > 0: chin up, nose goes up
+    assert (rotation_from_euler(20, 0, 0) @ nose)[0] > 0             # yaw > 0: subject's left = image right
     left_eye = np.array([32.0, 0.0, 0.0])
     assert (rotation_from_euler(0, 0, 20) @ left_eye)[1] > 0         # roll > 0: subject's left eye drops
 
@@ -133,7 +133,7 @@ def test_aflw_angles_invert_the_aflw_rotation():
     for pitch, yaw, roll in ((-10.6, 50.5, -13.6), (16.4, 13.0, 21.5), (3.3, -6.3, -2.5)):
         r = rotation_from_aflw(pitch, yaw, roll)
         assert np.allclose(aflw_angles(r, 0.0), (pitch, yaw, roll), atol=1e-9)
-        offset = rotation_from_euler(0, AFLW_PITCH_OFFSET_DEG, 0)
+        offset = rotation_from_euler(0, -AFLW_PITCH_OFFSET_DEG, 0)
         assert np.allclose(aflw_angles(r @ offset), (pitch, yaw, roll), atol=1e-9)
 
 
@@ -203,7 +203,7 @@ def test_visibility_follows_the_head_turn(reference):
     estimator = PoseEstimator("align", reference)
     frontal = estimator.visibility(np.eye(3), 478)
     assert frontal.shape == (478,) and frontal[1] == 1.0 and frontal.mean() > 0.9
-    turned = estimator.visibility(rotation_from_euler(80, 0, 0), 468)   # face turned to the image's left
+    turned = estimator.visibility(rotation_from_euler(-80, 0, 0), 468)  # face turned to the image's left
     assert turned.shape == (468,)
     assert turned[234] == 0.0 and turned[454] == 1.0                   # subject's right edge hidden
 
@@ -311,7 +311,7 @@ def test_aflw2000_angle_convention_is_the_one_that_fits(aflw_landmarks):
         errors = []
         for r, (p, y, ro) in zip(rotations, truth):
             m = rotation_from_aflw(p * signs[0], y * signs[1], ro * signs[2]) @ rotation_from_euler(
-                0, AFLW_PITCH_OFFSET_DEG, 0)
+                0, -AFLW_PITCH_OFFSET_DEG, 0)
             errors.append(math.degrees(np.linalg.norm(cv2.Rodrigues(m.T @ r)[0])))
         return float(np.mean(errors))
 

@@ -36,7 +36,8 @@ def _progress(done: int, total: int, name: str) -> None:
 
 def _analyzer_config(args: argparse.Namespace):
     from .analysis import AnalyzerConfig
-    return AnalyzerConfig(detector=args.detector, detection_threshold=args.detection_threshold, mesh=args.mesh)
+    return AnalyzerConfig(detector=args.detector, detection_threshold=args.detection_threshold, mesh=args.mesh,
+                          focal_px=args.focal)
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
@@ -48,6 +49,9 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mesh", choices=("attention", "mesh"), default="attention",
                    help="landmark model: the 478-point attention mesh with irises (default) or the plain "
                         "468-point mesh")
+    p.add_argument("--focal", type=float, default=None, metavar="PIXELS",
+                   help="camera focal length in pixels for head pose (translation in mm needs it); by default a "
+                        "weak-perspective camera is assumed, as the photo's camera is unknown")
 
 
 def _face_json(face) -> dict:
@@ -177,10 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", type=Path, required=True, metavar="CSV", help="ground-truth table")
     _add_analysis_options(p)
     p.set_defaults(func=cmd_eval_pose)
+    p = sub.add_parser("track", help="the tracking daemon (same as the facetracker command)", add_help=False)
+    p.set_defaults(func=None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "track":
+        from .daemon import facetracker_main as run
+        return run(argv[1:], prog="facewire track")
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
@@ -195,3 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 def facetracker_main(argv: list[str] | None = None) -> int:
     from .daemon import facetracker_main as run
     return run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

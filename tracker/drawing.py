@@ -1,10 +1,13 @@
 """Annotated pictures of results: landmarks, the 68-point markup, irises, head-pose axes and labels."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
-from .pose import HeadPose
+if TYPE_CHECKING:
+    from .pose import HeadPose
 
 _GREEN, _YELLOW, _CYAN, _RED, _BLUE, _WHITE = (0, 200, 0), (0, 220, 255), (255, 255, 0), (0, 0, 255), \
     (255, 0, 0), (255, 255, 255)

@@ -126,6 +126,10 @@ class Landmarker:
         crop = roi.crop(image, CROP_SIZE)
         return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32)[None] * (1.0 / 255.0)
 
+    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """The raw model outputs for a preprocessed crop."""
+        return self._runner(tensor)
+
     def __call__(self, image: np.ndarray, roi: Roi) -> MeshResult:
         outputs = self._runner(self.preprocess(image, roi))
         points = self.assemble(outputs)

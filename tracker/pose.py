@@ -17,15 +17,17 @@ Frames
     ``p_camera = rotation @ p_head + translation``; ``translation`` is where the point between the
     eyes is, in mm.
 
-Angles (degrees)
-    rotation = Rx(pitch) @ Ry(yaw) @ Rz(roll), each a right-handed turn about the camera's axes:
-    pitch > 0 nods the head down (chin to chest), yaw > 0 turns the face towards the image's left
-    (the subject's right), roll > 0 tilts the head towards the subject's left shoulder (clockwise on
-    screen). All three are 0 when the face looks straight into the camera.
+Angles (degrees), the same convention as ``facewire.client.views.head_angles``
+    rotation = Rx(-pitch) @ Ry(-yaw) @ Rz(roll) about the camera's axes (x right, y down, z forward):
+    yaw > 0 turns the face to the subject's left (towards the image's right), pitch > 0 lifts the
+    chin, roll > 0 tilts the head towards the subject's left shoulder (clockwise on screen). In a
+    head frame with y up and z towards the back of the head these are right-handed turns about y, x
+    and z. All three are 0 when the face looks straight into the camera.
 
 AFLW2000-3D convention (worked out on ``headpose_aflw2000.csv``)
-    AFLW's Pose_Para angles (pitch, yaw, roll) fit R = Rx(-pitch) @ Ry(yaw) @ Rz(roll) in our axes:
-    its yaw and roll are ours, its pitch has the opposite sign (positive = looking up). Tried against
+    AFLW's Pose_Para angles (pitch, yaw, roll) fit R = Rx(-pitch) @ Ry(yaw) @ Rz(roll) in camera
+    axes: its pitch and roll are ours, its yaw has the opposite sign (positive = turned to the
+    subject's right). Tried against
     our rotations on the 31 in-range photos, every other sign choice is at least twice as far off
     (mean geodesic error 13.7 degrees or more against 6.4) and the next best axis order 1.3 times.
     AFLW's frontal head is pitched against ours by a constant turn about the head's x axis (our
@@ -148,15 +150,15 @@ def _rotation_onto(direction: np.ndarray) -> np.ndarray:
 
 
 def rotation_from_euler(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """R = Rx(pitch) @ Ry(yaw) @ Rz(roll), angles in degrees."""
-    return _rx(math.radians(pitch)) @ _ry(math.radians(yaw)) @ _rz(math.radians(roll))
+    """R = Rx(-pitch) @ Ry(-yaw) @ Rz(roll), angles in degrees (see the module's convention)."""
+    return _rx(-math.radians(pitch)) @ _ry(-math.radians(yaw)) @ _rz(math.radians(roll))
 
 
 def euler_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in degrees with R = Rx(pitch) @ Ry(yaw) @ Rz(roll); yaw in [-90, 90]."""
+    """(yaw, pitch, roll) in degrees with R = Rx(-pitch) @ Ry(-yaw) @ Rz(roll); yaw in [-90, 90]."""
     r = rotation
-    yaw = math.asin(max(-1.0, min(1.0, float(r[0, 2]))))
-    pitch = math.atan2(-float(r[1, 2]), float(r[2, 2]))
+    yaw = -math.asin(max(-1.0, min(1.0, float(r[0, 2]))))
+    pitch = -math.atan2(-float(r[1, 2]), float(r[2, 2]))
     roll = math.atan2(-float(r[0, 1]), float(r[0, 0]))
     return math.degrees(yaw), math.degrees(pitch), math.degrees(roll)
 
@@ -197,7 +199,7 @@ def aflw_angles(rotation: np.ndarray,
                 pitch_offset_deg: float = AFLW_PITCH_OFFSET_DEG) -> tuple[float, float, float]:
     """(pitch, yaw, roll) in degrees as AFLW2000-3D's Pose_Para reports them for this head rotation."""
     yaw, pitch, roll = euler_from_rotation(rotation @ _rx(-math.radians(pitch_offset_deg)))
-    return -pitch, yaw, roll
+    return pitch, -yaw, roll
 
 
 def rotation_from_aflw(pitch: float, yaw: float, roll: float) -> np.ndarray:

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Speed of the tracker on a video: per-stage milliseconds and end-to-end frames per second, one thread.
+
+The video is decoded into memory first, so decoding never counts. When ``mediapipe==0.10.14`` is
+installed in the same environment, MediaPipe's FaceMesh (refine_landmarks=True, i.e. the same
+attention mesh with irises) runs on the same frames, alternating frame by frame with ours so both
+see the same machine load, and the ratio is printed.
+
+Usage: ``python scripts/benchmark.py VIDEO [--frames N] [--repeat R]``
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from facewire.client.protocol import encode_datagram  # noqa: E402
+from facewire.tracker.benchmark import format_stage_table, read_frames, time_end_to_end, time_stages  # noqa: E402
+from facewire.tracker.packets import RecordBuilder  # noqa: E402
+from facewire.tracker.tracking import FaceTracker, TrackingConfig  # noqa: E402
+
+cv2.setNumThreads(1)
+
+
+def mediapipe_face_mesh():
+    """MediaPipe's legacy FaceMesh solution with irises, or None when mediapipe is not installed."""
+    try:
+        import mediapipe as mp
+    except ImportError:
+        return None
+    return mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                                           min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+
+def alternate_with_mediapipe(frames: list[np.ndarray], mesh, repeat: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-frame ms of ours and MediaPipe's, interleaved; and how many frames MediaPipe found a face in."""
+    tracker, builder = FaceTracker(TrackingConfig()), RecordBuilder()
+    ours, theirs, found = [], [], 0
+    for _ in range(repeat):
+        tracker.reset()
+        for image in frames:
+            t = time.perf_counter()
+            h, w = image.shape[:2]
+            faces = tracker.update(image)
+            if faces:
+                encode_datagram([builder.build(f, (w, h), time.time(), time.monotonic()) for f in faces])
+            ours.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            result = mesh.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+            theirs.append((time.perf_counter() - t) * 1000)
+            found += result.multi_face_landmarks is not None
+    return np.array(ours), np.array(theirs), found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("video", type=Path)
+    parser.add_argument("--frames", type=int, default=None, help="use only the first N frames")
+    parser.add_argument("--repeat", type=int, default=2, help="passes over the frames for the end-to-end figures")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if not args.video.is_file():
+        print(f"error: {args.video} is not a file", file=sys.stderr)
+        return 2
+    frames = read_frames(str(args.video), args.frames)
+    if not frames:
+        print(f"error: no frames could be decoded from {args.video}", file=sys.stderr)
+        return 2
+    h, w = frames[0].shape[:2]
+    print(f"{args.video.name}: {len(frames)} frames of {w}x{h}, decoded into memory; one thread\n")
+    stages = time_stages(frames)
+    end_to_end = time_end_to_end(frames, repeat=args.repeat)
+    print(format_stage_table(stages, end_to_end))
+    mesh = mediapipe_face_mesh()
+    if mesh is None:
+        print("\nmediapipe is not installed here: no comparison (pip install mediapipe==0.10.14)")
+        return 0
+    ours, theirs, found = alternate_with_mediapipe(frames, mesh, args.repeat)
+    print(f"\nalternating frame by frame with MediaPipe FaceMesh (refine_landmarks=True), {args.repeat} passes:\n"
+          f"  facewire : mean {ours.mean():.3f} ms, median {np.median(ours):.3f} ms = {1000 / ours.mean():.0f} fps\n"
+          f"  mediapipe: mean {theirs.mean():.3f} ms, median {np.median(theirs):.3f} ms = {1000 / theirs.mean():.0f} fps"
+          f" (face found in {found} of {len(theirs)} frames)\n"
+          f"  ratio    : facewire is {theirs.mean() / ours.mean():.2f}x MediaPipe's speed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

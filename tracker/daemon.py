@@ -1,0 +1,329 @@
+"""The tracking daemon: capture -> track -> OpenSeeFace records -> UDP, with OpenSeeFace's command line.
+
+``facetracker`` accepts OpenSeeFace's ``facetracker.py`` flags with the same meanings, so a VTuber can
+swap one for the other; ``facewire track`` is the same daemon. Everything the loop needs is one
+frozen ``DaemonConfig`` built from the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facewire.client.protocol import RECORD_SIZE, encode_datagram
+
+from .capture import (CameraNotFoundError, CameraSource, CaptureConfig, CaptureError, LatestFrameReader,
+                      format_camera_list, list_cameras, open_source)
+from .drawing import draw_label, draw_points
+from .packets import OsfLogWriter, RecordBuilder, RecordOptions
+from .runtime import ModelError
+from .tracking import FaceTracker, TrackingConfig
+from .transport import TransportError, UdpSender
+
+log = logging.getLogger("facewire.daemon")
+
+EXIT_OK, EXIT_ERROR = 0, 2
+STATUS_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    ip: str = "127.0.0.1"
+    port: int = 11573
+    visualize: int = 0            # 0 off, 1 landmarks, 2 + face ids, 3 + point numbers
+    pnp_points: int = 0
+    video_out: Path | None = None
+    video_scale: float = 1.0
+    video_fps: float = 24.0
+    log_data: Path | None = None
+    silent: bool = False
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    capture: CaptureConfig
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    records: RecordOptions = field(default_factory=RecordOptions)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    max_frames: int | None = None      # stop after this many frames (tests, benchmarks)
+
+
+def mesh_for_model(model: int) -> str:
+    """OpenSeeFace's --model picks speed against quality; ours maps onto our two meshes."""
+    return "mesh" if model <= 0 else "attention"
+
+
+def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Track faces from a camera, video or images and stream them over UDP in OpenSeeFace's format "
+                    "(VSeeFace, VTube Studio, Warudo, the OpenSee Unity component and others read it unchanged). "
+                    "Flags are OpenSeeFace's facetracker.py flags with the same meanings.")
+    p.add_argument("-i", "--ip", default="127.0.0.1", help="address to send tracking data to")
+    p.add_argument("-p", "--port", type=int, default=11573, help="UDP port to send tracking data to")
+    p.add_argument("-c", "--capture", default="0",
+                   help="camera index (0, 1, ...), camera device path (/dev/video2), video file, folder of images "
+                        "(name order), or - for raw RGB frames on standard input")
+    p.add_argument("-W", "--width", type=int, default=640, help="camera width, and raw RGB frame width")
+    p.add_argument("-H", "--height", type=int, default=360, help="camera height, and raw RGB frame height")
+    p.add_argument("-F", "--fps", type=int, default=24, help="camera frames per second")
+    p.add_argument("--format", choices=("mjpg", "yuyv", "default"), default="default",
+                   help="camera pixel format: MJPEG (compressed, higher modes over USB 2), YUYV (raw), or the "
+                        "camera's default")
+    p.add_argument("-M", "--mirror-input", action="store_true", help="mirror the input horizontally")
+    p.add_argument("-l", "--list-cameras", type=int, default=0, help="set to 1 to list cameras and their modes and quit")
+    p.add_argument("--raw-rgb", type=int, default=0,
+                   help="set to 1 to read raw RGB frames of -W x -H from standard input (same as -c -)")
+    p.add_argument("--repeat-video", type=int, default=0, help="set to 1 to loop a video file or image folder")
+    p.add_argument("--pace-video", type=int, default=0,
+                   help="set to 1 to play video files at their own frame rate instead of as fast as possible")
+    p.add_argument("-m", "--max-threads", type=int, default=1, help="threads for each model")
+    p.add_argument("-t", "--threshold", type=float, default=None,
+                   help="minimum face confidence (the mesh's face probability) to keep tracking a face; default 0.5")
+    p.add_argument("-d", "--detection-threshold", type=float, default=0.6,
+                   help="minimum confidence of the face detector for a new face")
+    p.add_argument("--faces", type=int, default=1, help="maximum number of faces to track")
+    p.add_argument("--scan-every", type=int, default=3,
+                   help="while fewer faces than --faces are tracked, look for new faces every this many frames")
+    p.add_argument("--discard-after", type=int, default=10,
+                   help="frames to keep a lost face's id, so it gets the same id if it comes back")
+    p.add_argument("--model", type=int, default=3, choices=range(-3, 5), metavar="{-3..4}",
+                   help="speed against quality: 0 and below use the 468-point mesh without irises (fastest); 1 to 4 "
+                        "the 478-point attention mesh with irises")
+    p.add_argument("--detector", choices=("auto", "short", "full"), default="auto",
+                   help="face detector: short range, full range (small or distant faces), or auto")
+    p.add_argument("--gaze-tracking", type=int, default=1, help="set to 0 to send no pupils or blinks")
+    p.add_argument("--max-feature-updates", type=int, default=900,
+                   help="seconds after which the expression features stop adapting to the user (0: never stop)")
+    p.add_argument("--face-id-offset", type=int, default=0, help="added to every face id")
+    p.add_argument("-v", "--visualize", type=int, default=0,
+                   help="1 shows a window with the tracking, 2 adds face ids, 3 adds point numbers")
+    p.add_argument("-P", "--pnp-points", type=int, default=0, help="set to 1 to draw the 3D model points too")
+    p.add_argument("-s", "--silent", type=int, default=0, help="set to 1 to print only warnings and errors")
+    p.add_argument("--video-out", type=Path, default=None, help="write the annotated tracking video to this .avi file")
+    p.add_argument("--video-scale", type=float, default=1.0, help="scale of the --video-out video")
+    p.add_argument("--video-fps", type=float, default=24.0, help="frame rate of the --video-out video")
+    p.add_argument("--log-data", type=Path, default=None, help="write OpenSeeFace's per-face CSV log to this file")
+    p.add_argument("--benchmark", type=int, default=0,
+                   help="set to 1 to time every stage on the input's first frames and quit")
+    p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--verbose", action="store_true", help="log debugging detail")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> DaemonConfig:
+    raw = bool(args.raw_rgb) or args.capture == "-"
+    capture = CaptureConfig(
+        source="-" if raw else args.capture,
+        width=args.width, height=args.height, fps=args.fps,
+        fourcc=None if args.format == "default" else args.format.upper(),
+        mirror=args.mirror_input, repeat_video=bool(args.repeat_video), pace=bool(args.pace_video), raw_rgb=raw)
+    tracking = TrackingConfig(
+        max_faces=args.faces, scan_every=args.scan_every, discard_after=args.discard_after,
+        presence_threshold=0.5 if args.threshold is None else args.threshold,
+        detection_threshold=args.detection_threshold, detector=args.detector, mesh=mesh_for_model(args.model),
+        threads=max(1, args.max_threads))
+    from .features import FeatureConfig
+    records = RecordOptions(gaze=bool(args.gaze_tracking), face_id_offset=args.face_id_offset,
+                            feature_config=FeatureConfig(max_feature_updates_s=float(args.max_feature_updates)))
+    output = OutputConfig(ip=args.ip, port=args.port, visualize=args.visualize, pnp_points=args.pnp_points,
+                          video_out=args.video_out, video_scale=args.video_scale, video_fps=args.video_fps,
+                          log_data=args.log_data, silent=bool(args.silent))
+    return DaemonConfig(capture, tracking, records, output, max_frames=args.frames)
+
+
+def has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+@dataclass
+class RunStats:
+    """Per-frame timings, for the status line and the closing summary."""
+
+    frames: int = 0
+    frames_with_faces: int = 0
+    processing_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    started: float = field(default_factory=time.perf_counter)
+
+    def summary(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        if not self.processing_ms:
+            return f"{self.frames} frames, no timings yet"
+        return (f"{self.frames} frames ({self.frames_with_faces} with faces) at {self.frames / elapsed:.1f} fps; "
+                f"processing median {statistics.median(self.processing_ms):.2f} ms, capture-to-send latency median "
+                f"{statistics.median(self.latency_ms):.2f} ms")
+
+
+class Annotator:
+    """The --visualize window and the --video-out file."""
+
+    WINDOW = "Facewire tracking"
+
+    def __init__(self, output: OutputConfig) -> None:
+        self.level = output.visualize
+        self.writer: cv2.VideoWriter | None = None
+        self.output = output
+        if self.level and not has_display():
+            log.warning("--visualize needs a display and none was found (DISPLAY is not set); tracking "
+                        "continues without the window")
+            self.level = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.level) or self.output.video_out is not None
+
+    def show(self, image: np.ndarray, faces, fps: float) -> bool:
+        """Draw and show/write one frame; False when the user closed the window (q or Esc)."""
+        canvas = image.copy()
+        for face in faces:
+            draw_points(canvas, face.mesh.points, (0, 0, 255), 1)
+            if self.level >= 2 or self.output.video_out is not None:
+                draw_label(canvas, f"id {face.id}", (int(face.box[0]), max(12, int(face.box[1]) - 6)))
+            if self.level >= 3:
+                for k, (x, y, _) in enumerate(face.mesh.points[::8]):
+                    cv2.putText(canvas, str(k * 8), (int(x), int(y)), cv2.FONT_HERSHEY_SIMPLEX, 0.25, (255, 255, 0))
+        draw_label(canvas, f"{fps:.0f} fps", (8, 16))
+        if self.output.video_out is not None:
+            self._write(canvas)
+        if self.level:
+            cv2.imshow(self.WINDOW, canvas)
+            return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+        return True
+
+    def _write(self, canvas: np.ndarray) -> None:
+        scale = self.output.video_scale
+        if scale != 1.0:
+            canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if self.writer is None:
+            path = self.output.video_out
+            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), self.output.video_fps,
+                                          (canvas.shape[1], canvas.shape[0]))
+            if not self.writer.isOpened():
+                raise CaptureError(f"cannot write the video {path} (unwritable folder or unsupported name; use .avi)")
+        self.writer.write(canvas)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if self.level:
+            cv2.destroyAllWindows()
+
+
+def _frames(source, reader: LatestFrameReader | None, stop: threading.Event):
+    if reader is None:
+        for frame in source:
+            if stop.is_set():
+                return
+            yield frame
+        return
+    while not stop.is_set():
+        frame = reader.get(timeout=0.2)
+        if frame is None:
+            if reader.finished:
+                return
+            continue
+        yield frame
+
+
+def run(config: DaemonConfig, stop: threading.Event | None = None) -> int:
+    """Run the daemon until the input ends, ``stop`` is set, or --frames is reached."""
+    stop = stop or threading.Event()
+    tracker = FaceTracker(config.tracking)
+    builder = RecordBuilder(config.records)
+    source = open_source(config.capture)
+    live = isinstance(source, CameraSource) or config.capture.pace
+    reader = LatestFrameReader(source) if live else None
+    sender = UdpSender(config.output.ip, config.output.port)
+    annotator = Annotator(config.output)
+    log_file = open(config.output.log_data, "w", newline="") if config.output.log_data else None
+    log_writer = OsfLogWriter(log_file, float(config.capture.fps or 0)) if log_file else None
+    stats = RunStats()
+    last_status = time.perf_counter()
+    log.info("tracking %s, sending to %s:%d", source.name, config.output.ip, config.output.port)
+    try:
+        for frame in _frames(source, reader, stop):
+            started = time.perf_counter()
+            h, w = frame.image.shape[:2]
+            faces = tracker.update(frame.image)
+            records = [builder.build(f, (w, h), frame.timestamp, frame.monotonic) for f in faces]
+            if records:
+                sender.send(encode_datagram(records), RECORD_SIZE)
+            sent = time.perf_counter()
+            builder.forget_except(tracker.track_ids())
+            stats.frames += 1
+            stats.frames_with_faces += bool(records)
+            stats.processing_ms.append((sent - started) * 1000)
+            stats.latency_ms.append((sent - frame.monotonic) * 1000)
+            if log_writer:
+                for k, (face, record) in enumerate(zip(faces, records)):
+                    pose = builder.pose_of(face.id)
+                    log_writer.write(stats.frames, k, record, pose.rvec if pose else np.zeros(3))
+            if annotator.active:
+                fps = 1000.0 / max(statistics.median(stats.processing_ms), 1e-3)
+                if not annotator.show(frame.image, faces, fps):
+                    break
+            if sent - last_status > STATUS_EVERY_S:
+                last_status = sent
+                log.info("%s; faces now: %s", stats.summary(), [r.id for r in records] or "none")
+            if config.max_frames and stats.frames >= config.max_frames:
+                break
+    finally:
+        if reader is not None:
+            reader.close()
+        else:
+            source.close()
+        sender.close()
+        annotator.close()
+        if log_file:
+            log_file.close()
+    log.info("done: %s", stats.summary())
+    return EXIT_OK
+
+
+def facetracker_main(argv: list[str] | None = None, prog: str = "facetracker") -> int:
+    args = build_parser(prog).parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.silent else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    if args.list_cameras:
+        print(format_camera_list(list_cameras()))
+        return EXIT_OK
+    try:
+        config = config_from_args(args)
+        if args.benchmark:
+            from .benchmark import run_stage_benchmark
+            print(run_stage_benchmark(config))
+            return EXIT_OK
+        stop = threading.Event()
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            def on_signal(signum, _frame):
+                log.info("stopping (%s)", signal.Signals(signum).name)
+                stop.set()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, on_signal)
+        try:
+            return run(config, stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    except CameraNotFoundError as exc:
+        log.error("%s\nTo try Facewire without a camera, give a video file: %s -c VIDEO.mp4", exc, prog)
+        return EXIT_ERROR
+    except (CaptureError, ModelError, TransportError, ValueError) as exc:
+        log.error("%s", exc)
+        return EXIT_ERROR

@@ -1,0 +1,170 @@
+"""Frame-to-frame tracking of one or several faces with stable ids.
+
+The detector is the expensive, jittery part, so it runs only when needed: while fewer faces are
+tracked than asked for, at most every ``scan_every`` frames (every frame while none is tracked).
+A tracked face's next crop comes from its own landmarks in the previous frame, so each track follows
+its own face and two faces passing near each other keep their ids. A face the mesh no longer
+recognises is kept for ``discard_after`` frames; if the detector finds a face near where it was
+lost within that time, the face gets its old id back.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .detection import Detection, FaceDetector, iou
+from .landmarks import Landmarker, MeshResult, Roi, roi_from_detection, roi_from_landmarks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    max_faces: int = 1
+    scan_every: int = 3
+    discard_after: int = 10
+    presence_threshold: float = 0.5     # mesh face probability below which a track is lost
+    detection_threshold: float = 0.5
+    detector: str = "auto"
+    mesh: str = "attention"
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_faces < 1:
+            raise ValueError(f"--faces must be at least 1, not {self.max_faces}")
+        if self.scan_every < 0 or self.discard_after < 0:
+            raise ValueError("--scan-every and --discard-after cannot be negative")
+        for name in ("presence_threshold", "detection_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name.replace('_', ' ')} must lie between 0 and 1, not {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """One face in one frame."""
+
+    id: int
+    mesh: MeshResult
+    new: bool            # first frame of this track (or of its return after being lost)
+    box: np.ndarray      # (4,) bounding box of the landmarks
+
+
+class _Track:
+    """Mutable per-face bookkeeping, private to the tracker."""
+
+    def __init__(self, face_id: int, box: np.ndarray) -> None:
+        self.id = face_id
+        self.roi: Roi | None = None
+        self.box = box
+        self.missed = 0
+
+    @property
+    def active(self) -> bool:
+        return self.roi is not None
+
+
+def landmark_box(points: np.ndarray) -> np.ndarray:
+    xy = points[:, :2]
+    return np.concatenate([xy.min(axis=0), xy.max(axis=0)]).astype(np.float32)
+
+
+class FaceTracker:
+    """Call ``update(frame)`` once per frame; returns the faces found in it, by id."""
+
+    def __init__(self, config: TrackingConfig, detector: FaceDetector | None = None,
+                 landmarker: Landmarker | None = None) -> None:
+        self.config = config
+        self.detector = detector or FaceDetector(config.detector, config.detection_threshold, threads=config.threads)
+        self.landmarker = landmarker or Landmarker(config.mesh, threads=config.threads)
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._since_scan = 0
+        self.detections_run = 0
+
+    def track_ids(self) -> set[int]:
+        """Ids of every face still kept, tracked or recently lost."""
+        return {t.id for t in self._tracks}
+
+    def reset(self) -> None:
+        self._tracks.clear()
+        self._since_scan = 0
+
+    def update(self, image: np.ndarray) -> list[TrackedFace]:
+        found: list[TrackedFace] = []
+        for track in self._tracks:
+            if track.active:
+                mesh = self.landmarker(image, track.roi)
+                if mesh.presence >= self.config.presence_threshold:
+                    found.append(self._keep(track, mesh, new=False))
+                else:
+                    log.debug("face %d lost (presence %.2f)", track.id, mesh.presence)
+                    track.roi = None
+            if not track.active:
+                track.missed += 1
+        self._tracks = [t for t in self._tracks if t.active or t.missed <= self.config.discard_after]
+
+        self._since_scan += 1
+        active = sum(t.active for t in self._tracks)
+        if active < self.config.max_faces and (active == 0 or self._since_scan >= self.config.scan_every):
+            self._since_scan = 0
+            found += self._scan(image, self.config.max_faces - active)
+        found = self._drop_duplicates(found)
+        return sorted(found, key=lambda f: f.id)
+
+    def _keep(self, track: _Track, mesh: MeshResult, new: bool) -> TrackedFace:
+        track.roi = roi_from_landmarks(mesh.points)
+        track.box = landmark_box(mesh.points)
+        track.missed = 0
+        return TrackedFace(track.id, mesh, new, track.box)
+
+    def _scan(self, image: np.ndarray, room: int) -> list[TrackedFace]:
+        self.detections_run += 1
+        active_boxes = [t.box for t in self._tracks if t.active]
+        found = []
+        for det in self.detector.detect(image):
+            if room == 0:
+                break
+            if active_boxes and iou(det.box, np.stack(active_boxes)).max() > 0.2:
+                continue   # a face we already track
+            mesh = self.landmarker(image, roi_from_detection(det))
+            if mesh.presence < self.config.presence_threshold:
+                continue
+            mesh = self.landmarker(image, roi_from_landmarks(mesh.points))   # settle the first crop
+            if mesh.presence < self.config.presence_threshold:
+                continue
+            track = self._returning_track(det) or self._new_track(det)
+            found.append(self._keep(track, mesh, new=True))
+            active_boxes.append(track.box)
+            room -= 1
+        return found
+
+    def _returning_track(self, det: Detection) -> _Track | None:
+        """A recently lost track whose last position the detection overlaps."""
+        lost = [t for t in self._tracks if not t.active]
+        if not lost:
+            return None
+        overlaps = iou(det.box, np.stack([t.box for t in lost]))
+        best = int(np.argmax(overlaps))
+        return lost[best] if overlaps[best] > 0.3 else None
+
+    def _new_track(self, det: Detection) -> _Track:
+        track = _Track(self._next_id, det.box)
+        self._next_id += 1
+        self._tracks.append(track)
+        return track
+
+    def _drop_duplicates(self, found: list[TrackedFace]) -> list[TrackedFace]:
+        """Two tracks that converged onto one face: keep the older (lower id)."""
+        kept: list[TrackedFace] = []
+        for face in sorted(found, key=lambda f: f.id):
+            if kept and iou(face.box, np.stack([k.box for k in kept])).max() > 0.5:
+                log.debug("face %d duplicates an older track; dropped", face.id)
+                for t in self._tracks:
+                    if t.id == face.id:
+                        t.roi, t.missed = None, self.config.discard_after + 1
+                continue
+            kept.append(face)
+        self._tracks = [t for t in self._tracks if t.active or t.missed <= self.config.discard_after]
+        return kept
