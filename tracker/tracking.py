@@ -6,6 +6,13 @@ A tracked face's next crop comes from its own landmarks in the previous frame, s
 its own face and two faces passing near each other keep their ids. A face the mesh no longer
 recognises is kept for ``discard_after`` frames; if the detector finds a face near where it was
 lost within that time, the face gets its old id back.
+
+A track can drift: after a scene cut its crop may hold half of a different face, or the gap between
+two, that the mesh still half-recognises as a face. So even when every face slot is taken, the
+detector checks the tracks every ``recheck_every`` frames, and sooner (at most every
+``RECHECK_SOON`` frames) while a track's face probability is below ``recheck_below``. A track that
+only partly overlaps a detected face is put back onto it, keeping its id; a track no detection
+confirms gives its slot to a detected face nobody tracks.
 """
 from __future__ import annotations
 
@@ -19,12 +26,16 @@ from .landmarks import Landmarker, MeshResult, Roi, roi_from_detection, roi_from
 
 log = logging.getLogger(__name__)
 
+RECHECK_SOON = 5
+
 
 @dataclass(frozen=True)
 class TrackingConfig:
     max_faces: int = 1
     scan_every: int = 3
     discard_after: int = 10
+    recheck_every: int = 30             # 0 disables the drift check
+    recheck_below: float = 0.9          # check sooner while a face's probability is below this
     presence_threshold: float = 0.5     # mesh face probability below which a track is lost
     detection_threshold: float = 0.5
     detector: str = "auto"
@@ -81,6 +92,7 @@ class FaceTracker:
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._since_scan = 0
+        self._since_recheck = 0
         self.detections_run = 0
 
     def track_ids(self) -> set[int]:
@@ -106,10 +118,14 @@ class FaceTracker:
         self._tracks = [t for t in self._tracks if t.active or t.missed <= self.config.discard_after]
 
         self._since_scan += 1
+        self._since_recheck += 1
         active = sum(t.active for t in self._tracks)
         if active < self.config.max_faces and (active == 0 or self._since_scan >= self.config.scan_every):
-            self._since_scan = 0
+            self._since_scan = self._since_recheck = 0
             found += self._scan(image, self.config.max_faces - active)
+        elif active and self.config.recheck_every and self._recheck_due(found):
+            self._since_recheck = 0
+            found = self._recheck(image, found)
         found = self._drop_duplicates(found)
         return sorted(found, key=lambda f: f.id)
 
@@ -139,6 +155,47 @@ class FaceTracker:
             active_boxes.append(track.box)
             room -= 1
         return found
+
+    def _recheck_due(self, found: list[TrackedFace]) -> bool:
+        if self._since_recheck >= self.config.recheck_every:
+            return True
+        doubtful = any(f.mesh.presence < self.config.recheck_below for f in found)
+        return doubtful and self._since_recheck >= RECHECK_SOON
+
+    def _recheck(self, image: np.ndarray, found: list[TrackedFace]) -> list[TrackedFace]:
+        """Put drifted tracks back onto the faces the detector sees, or free their slots."""
+        self.detections_run += 1
+        detections = self.detector.detect(image)
+        if not detections or not found:
+            return found
+        boxes = np.stack([d.box for d in detections])
+        overlaps = np.stack([iou(face.box, boxes) for face in found])      # (faces, detections)
+        unclaimed = [k for k in range(len(detections)) if overlaps[:, k].max() < 0.1]
+        tracks = {t.id: t for t in self._tracks if t.active}
+        result = []
+        for row, face in enumerate(found):
+            best = int(np.argmax(overlaps[row]))
+            if overlaps[row, best] >= 0.5:
+                result.append(face)
+                continue
+            target = best if overlaps[row, best] > 0.1 else (unclaimed.pop(0) if unclaimed else None)
+            if target is None:
+                result.append(face)            # nothing better to follow: keep it
+                continue
+            mesh = self.landmarker(image, roi_from_detection(detections[target]))
+            if mesh.presence >= self.config.presence_threshold:
+                mesh = self.landmarker(image, roi_from_landmarks(mesh.points))
+            if mesh.presence < self.config.presence_threshold:
+                result.append(face)
+                continue
+            if overlaps[row, best] > 0.1:
+                log.debug("face %d drifted (overlap %.2f); put back on its face", face.id, overlaps[row, best])
+                result.append(self._keep(tracks[face.id], mesh, new=False))
+            else:
+                log.debug("face %d is not confirmed by the detector; its slot goes to a new face", face.id)
+                tracks[face.id].roi, tracks[face.id].missed = None, 1
+                result.append(self._keep(self._new_track(detections[target]), mesh, new=True))
+        return result
 
     def _returning_track(self, det: Detection) -> _Track | None:
         """A recently lost track whose last position the detection overlaps."""
