@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -130,6 +130,45 @@ _FINITE_CHECK_DTYPE = np.dtype(
 )
 _I32 = np.iinfo(np.int32)
 
+# The scalar runs of a record as struct formats, for the tracker's fast path (from_trusted_values):
+# time .. pnp_error, then quaternion, euler and translation, then the features.
+_HEADER = struct.Struct("<di4fBf")
+_POSE_OFFSET = RECORD_DTYPE.fields["quaternion"][1]
+_POSE = struct.Struct("<10f")
+_FEATURES_OFFSET = RECORD_DTYPE.fields["features"][1]
+_FEATURES = struct.Struct(f"<{len(FEATURE_NAMES)}f")
+if (_HEADER.size, _POSE_OFFSET + _POSE.size) != (_POSE_OFFSET, RECORD_DTYPE.fields["confidence"][1]):
+    raise RuntimeError("the struct formats above no longer match RECORD_DTYPE")  # pragma: no cover
+
+
+_F4 = np.dtype("<f4")
+_HEAD_FLOATS = (_SIZE_OFFSET, (RECORD_DTYPE.fields["success"][1] - _SIZE_OFFSET) // 4)  # (offset, count)
+_BODY_FLOATS = (_PNP_OFFSET, (RECORD_SIZE - _PNP_OFFSET) // 4)
+
+
+def _record_is_finite(wire: bytes) -> bool:
+    """Whether every float of one record's bytes is finite, with two sums instead of per-field checks.
+
+    The float32 values are summed in float64, which cannot overflow, so a sum is finite exactly when
+    every value in it is.
+    """
+    head = np.frombuffer(wire, _F4, _HEAD_FLOATS[1], _HEAD_FLOATS[0]).sum(dtype=np.float64)
+    body = np.frombuffer(wire, _F4, _BODY_FLOATS[1], _BODY_FLOATS[0]).sum(dtype=np.float64)
+    return math.isfinite(struct.unpack_from("<d", wire)[0]) and math.isfinite(head + body)
+
+
+def _first_non_finite(buffer: bytes) -> tuple[int, str] | None:
+    """(record index, field name) of the first NaN/inf float in a buffer of whole records, or None."""
+    check = np.frombuffer(buffer, dtype=_FINITE_CHECK_DTYPE)
+    if all(np.isfinite(check[name]).all() for name in ("time", "head", "body")):
+        return None
+    rows = np.frombuffer(buffer, dtype=RECORD_DTYPE)
+    for name in _FLOAT_FIELDS:
+        finite = np.isfinite(rows[name]).reshape(len(rows), -1).all(axis=1)
+        if not finite.all():
+            return int(np.flatnonzero(~finite)[0]), name
+    return None  # pragma: no cover - the vectorised check above found a non-finite float
+
 
 class RecordError(ValueError):
     """A record cannot be built or encoded: a field has the wrong shape, range or a NaN/inf."""
@@ -202,6 +241,10 @@ class OpenSeeFaceRecord:
     points3d: np.ndarray
     features: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(FEATURE_NAMES, 0.0))
 
+    # The record's wire bytes when they are known to match its fields (set by ``from_trusted_values``), so
+    # encoding is a copy. Not a dataclass field: never compared, replaced or printed.
+    _wire = None
+
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         time_ = float(self.time)
@@ -268,6 +311,74 @@ class OpenSeeFaceRecord:
         )
 
     @classmethod
+    def from_trusted_values(
+        cls,
+        *,
+        time: float,
+        id: int,
+        width: float,
+        height: float,
+        eye_right: float,
+        eye_left: float,
+        success: bool,
+        pnp_error: float,
+        quaternion: Sequence[float],
+        euler: Sequence[float],
+        translation: Sequence[float],
+        confidence: float | np.ndarray,
+        points: np.ndarray,
+        points3d: np.ndarray,
+        features: Sequence[float],
+    ) -> OpenSeeFaceRecord:
+        """Fast constructor for producers whose values already have the right types (the tracker).
+
+        Same fields as the constructor, except ``features``: the 14 values in :data:`FEATURE_NAMES`
+        order, and ``confidence``: one value for all points, or 68. Arrays must have their wire shapes.
+        The values are written straight into the wire layout (rounding to float32 as the wire does)
+        and checked only for what the layout cannot guarantee: finite floats, array shapes, ranges.
+        The record equals the one the constructor builds from the same values, and encoding it is a
+        copy of its bytes. Raises :class:`RecordError` like the constructor.
+        """
+        buffer = bytearray(RECORD_SIZE)
+        try:
+            _HEADER.pack_into(buffer, 0, time, id, width, height, eye_right, eye_left, bool(success), pnp_error)
+            _POSE.pack_into(buffer, _POSE_OFFSET, *quaternion, *euler, *translation)
+            _FEATURES.pack_into(buffer, _FEATURES_OFFSET, *features)
+        except (struct.error, OverflowError, TypeError) as exc:
+            raise RecordError(f"a scalar, quaternion/euler/translation or feature value does not fit the "
+                              f"wire format: {exc}") from exc
+        row = np.ndarray((), dtype=RECORD_DTYPE, buffer=buffer)
+        for name, value in (("confidence", confidence), ("points", points), ("points3d", points3d)):
+            shape = np.shape(value)
+            if shape != RECORD_DTYPE[name].shape and not (name == "confidence" and shape == ()):
+                raise RecordError(f"{name} must have shape {RECORD_DTYPE[name].shape}, got {shape}")
+            row[name] = value
+        wire = bytes(buffer)
+        if not _record_is_finite(wire):
+            bad = _first_non_finite(wire)
+            raise RecordError(f"{bad[1] if bad else 'a value'} contains NaN or inf; consumers cannot handle "
+                              f"non-finite values")
+        return cls._from_wire(wire)
+
+    @classmethod
+    def _from_wire(cls, wire: bytes) -> OpenSeeFaceRecord:
+        """The record held by one record's worth of checked, immutable wire bytes (arrays are views)."""
+        rec = object.__new__(cls)
+        set_ = object.__setattr__
+        time_, id_, width, height, eye_right, eye_left, success, pnp_error = _HEADER.unpack_from(wire)
+        for name, value in (("time", time_), ("id", id_), ("width", width), ("height", height),
+                            ("eye_right", eye_right), ("eye_left", eye_left), ("success", success != 0),
+                            ("pnp_error", pnp_error)):
+            set_(rec, name, value)
+        row = np.frombuffer(wire, dtype=RECORD_DTYPE).reshape(())  # fields of a 0-d array are cheap views
+        for name in ("quaternion", "euler", "translation", "confidence", "points", "points3d"):
+            set_(rec, name, row[name])
+        features = _FEATURES.unpack_from(wire, _FEATURES_OFFSET)
+        set_(rec, "features", MappingProxyType(dict(zip(FEATURE_NAMES, features))))
+        set_(rec, "_wire", wire)
+        return rec
+
+    @classmethod
     def _from_valid_row(cls, row: np.void) -> OpenSeeFaceRecord:
         """Fast path for rows checked by :func:`decode_array`: shares its read-only memory.
 
@@ -314,6 +425,8 @@ def _fill(target: np.ndarray, rec: OpenSeeFaceRecord) -> None:
 
 def encode_record(rec: OpenSeeFaceRecord) -> bytes:
     """The 1785 wire bytes of one record."""
+    if rec._wire is not None:
+        return rec._wire
     return rec.to_array().tobytes()
 
 
@@ -325,10 +438,13 @@ def encode_datagram(records: Iterable[OpenSeeFaceRecord]) -> bytes:
     records = list(records)
     if not records:
         raise RecordError("a datagram needs at least one record; send nothing when no face is tracked")
-    out = np.zeros(len(records), dtype=RECORD_DTYPE)
     for i, rec in enumerate(records):
         if not isinstance(rec, OpenSeeFaceRecord):
             raise RecordError(f"records[{i}] is a {type(rec).__name__}, not an OpenSeeFaceRecord")
+    if all(rec._wire is not None for rec in records):  # records from from_trusted_values (the tracker)
+        return b"".join(rec._wire for rec in records)
+    out = np.zeros(len(records), dtype=RECORD_DTYPE)
+    for i, rec in enumerate(records):
         _fill(out[i], rec)
     return out.tobytes()
 
@@ -346,14 +462,9 @@ def decode_array(data: bytes | bytearray | memoryview) -> np.ndarray:
             reason="length",
         )
     buffer = bytes(data)  # immutable, so the views handed out below can never change
-    check = np.frombuffer(buffer, dtype=_FINITE_CHECK_DTYPE)
-    if not all(np.isfinite(check[name]).all() for name in ("time", "head", "body")):
-        rows = np.frombuffer(buffer, dtype=RECORD_DTYPE)
-        for name in _FLOAT_FIELDS:
-            finite = np.isfinite(rows[name]).reshape(len(rows), -1).all(axis=1)
-            if not finite.all():
-                bad = int(np.flatnonzero(~finite)[0])
-                raise DatagramError(f"record {bad} has a NaN or infinite {name!r}", reason="non_finite")
+    bad = _first_non_finite(buffer)
+    if bad is not None:
+        raise DatagramError(f"record {bad[0]} has a NaN or infinite {bad[1]!r}", reason="non_finite")
     return np.frombuffer(buffer, dtype=RECORD_DTYPE)
 
 

@@ -252,3 +252,103 @@ def test_success_flag_any_nonzero_byte_is_true() -> None:
     (back,) = decode_datagram(bytes(data))
     assert back.success is True
     assert encode_record(back)[28] == 1
+
+
+def _raw_fields(rng: np.random.Generator) -> dict:
+    """Constructor arguments in float64 (not yet at wire precision), so both constructors must round."""
+
+    def f(*shape: int) -> np.ndarray:
+        return rng.normal(0, 1000, shape) * 10.0 ** rng.integers(-30, 30, shape)
+
+    return dict(
+        time=float(rng.uniform(0, 2e9)),
+        id=int(rng.integers(-(2**31), 2**31)),
+        width=float(rng.uniform(1, 4000)),
+        height=float(rng.uniform(1, 4000)),
+        eye_right=float(rng.random()),
+        eye_left=float(rng.random()),
+        success=bool(rng.integers(2)),
+        pnp_error=float(f(1)[0]),
+        quaternion=f(4),
+        euler=f(3),
+        translation=f(3),
+        confidence=rng.random(68),
+        points=f(68, 2),
+        points3d=f(70, 3),
+        features=dict(zip(FEATURE_NAMES, f(14).tolist())),
+    )
+
+
+def _trusted(fields: dict) -> OpenSeeFaceRecord:
+    trusted = {**fields, "features": [fields["features"][name] for name in FEATURE_NAMES]}
+    for name in ("quaternion", "euler", "translation"):
+        trusted[name] = tuple(np.asarray(fields[name]).tolist())
+    return OpenSeeFaceRecord.from_trusted_values(**trusted)
+
+
+def test_trusted_constructor_builds_the_same_record_as_the_public_one() -> None:
+    rng = np.random.default_rng(77)
+    for _ in range(200):
+        fields = _raw_fields(rng)
+        public, fast = OpenSeeFaceRecord(**fields), _trusted(fields)
+        assert fast == public
+        assert encode_record(fast) == encode_record(public) == public.to_array().tobytes()
+        for name in ("time", "id", "width", "height", "eye_right", "eye_left", "success", "pnp_error"):
+            assert getattr(fast, name) == getattr(public, name), name
+            assert type(getattr(fast, name)) is type(getattr(public, name)), name
+        for name in ("quaternion", "euler", "translation", "confidence", "points", "points3d"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(public, name), err_msg=name)
+            assert getattr(fast, name).dtype == np.float32 and not getattr(fast, name).flags.writeable
+        assert list(fast.features.items()) == list(public.features.items())
+        with pytest.raises(TypeError):
+            fast.features["eye_l"] = 1.0  # type: ignore[index]
+    # One confidence for every point is broadcast, as the tracker sends it.
+    fields = _raw_fields(rng)
+    assert _trusted({**fields, "confidence": 0.7}) == OpenSeeFaceRecord(**{**fields, "confidence": np.full(68, 0.7)})
+
+
+def test_trusted_records_encode_like_public_ones_in_any_mix() -> None:
+    rng = np.random.default_rng(78)
+    fields = [_raw_fields(rng) for _ in range(4)]
+    public = [OpenSeeFaceRecord(**f) for f in fields]
+    mixed = [_trusted(f) if k % 2 else OpenSeeFaceRecord(**f) for k, f in enumerate(fields)]
+    trusted = [_trusted(f) for f in fields]
+    assert encode_datagram(trusted) == encode_datagram(mixed) == encode_datagram(public)
+    assert decode_datagram(encode_datagram(trusted)) == public
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"time": float("nan")}, "NaN or inf"),
+        ({"width": float("inf")}, "NaN or inf"),
+        ({"eye_left": float("nan")}, "NaN or inf"),
+        ({"pnp_error": float("-inf")}, "NaN or inf"),
+        ({"euler": [0.0, float("nan"), 0.0]}, "NaN or inf"),
+        ({"confidence": float("nan")}, "NaN or inf"),
+        ({"features": [0.0] * 13 + [float("inf")]}, "NaN or inf"),
+        ({"pnp_error": 1e39}, "does not fit"),
+        ({"id": 2**31}, "does not fit"),
+        ({"quaternion": (0.0, 0.0, 1.0)}, "does not fit"),
+        ({"features": [0.0] * 13}, "does not fit"),
+        ({"points": np.zeros((66, 2))}, "points must have shape"),
+        ({"points": np.zeros(2)}, "points must have shape"),
+        ({"confidence": np.zeros(66)}, "confidence must have shape"),
+    ],
+)
+def test_trusted_constructor_still_rejects_what_the_wire_cannot_carry(change: dict, message: str) -> None:
+    fields = _raw_fields(np.random.default_rng(6))
+    trusted = {**fields, "features": [0.0] * 14, "quaternion": (0.0, 0.0, 0.0, 1.0)}
+    OpenSeeFaceRecord.from_trusted_values(**trusted)  # valid as it stands
+    with pytest.raises(RecordError, match=message):
+        OpenSeeFaceRecord.from_trusted_values(**{**trusted, **change})
+
+
+@pytest.mark.parametrize(("name", "index"), [("points", (67, 1)), ("points3d", (69, 2)), ("quaternion", 3)])
+def test_trusted_constructor_names_the_non_finite_field(name: str, index: tuple | int) -> None:
+    fields = _raw_fields(np.random.default_rng(8))
+    trusted = {**fields, "features": [0.0] * 14, "quaternion": [0.0, 0.0, 0.0, 1.0]}
+    bad = np.array(trusted[name], dtype=np.float64)
+    bad[index] = np.nan
+    with pytest.raises(RecordError, match=f"^{name} contains NaN"):
+        OpenSeeFaceRecord.from_trusted_values(**{**trusted, name: bad})

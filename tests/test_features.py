@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from facewire.tracker.features import (
     FeatureExtractor,
     FeatureInputError,
     Features,
+    _feature_points,
+    _raw_features,
     _Remedian,
 )
 from facewire.tracker.openseeface import (
@@ -139,3 +142,110 @@ def test_features_value_order_is_record_order() -> None:
     assert values.values() == tuple(float(k) for k in range(14))
     assert list(values.as_dict()) == list(FEATURE_NAMES)
     assert values.mouth_wide == 13.0
+
+
+class _NumpyRemedian:
+    """The remedian written plainly with unsorted blocks and np.median: the reference for _Remedian."""
+
+    def __init__(self, block: int) -> None:
+        self.block, self.levels = block, [[]]
+
+    def add(self, value: float) -> None:
+        for level in range(64):
+            if level == len(self.levels):
+                self.levels.append([])
+            self.levels[level].append(value)
+            if len(self.levels[level]) < self.block:
+                return
+            value = float(np.median(self.levels[level]))
+            self.levels[level].clear()
+
+    def median(self) -> float:
+        return float(np.median(self.levels[-1]))
+
+
+@pytest.mark.parametrize("block", [2, 3, 5, 64])
+def test_remedian_gives_exactly_np_median_numbers(block: int) -> None:
+    rng = np.random.default_rng(block)
+    # Rounded values: many ties, as raw features of a still face have.
+    values = np.round(rng.normal(size=3000) * 10.0 ** rng.integers(-3, 3, 3000), 2).tolist()
+    fast, reference = _Remedian(block), _NumpyRemedian(block)
+    for value in values:
+        reference.add(value)
+        assert fast.add(value) == fast.median() == reference.median()
+    assert len(reference.levels) >= 2
+
+
+def _raw_features_numpy(points: np.ndarray) -> list[float]:
+    """OSF's raw features with numpy, the way OSF's tracker.py computes them (reference for the fast path)."""
+    pts = points[:66, :2].astype(np.float32).astype(np.float64)
+    pts[:, 1] = -pts[:, 1]
+
+    def line_angle(a: np.ndarray, b: np.ndarray) -> float:
+        degrees = math.degrees(math.atan2(float(b[1] - a[1]), float(b[0] - a[0])) % (2.0 * math.pi))
+        if degrees >= 90.0:
+            degrees = 180.0 - degrees
+        if degrees <= -90.0:
+            degrees = -(degrees + 180.0)
+        return math.radians(degrees)
+
+    def aligned(a: int, b: int, idx: list[int]) -> tuple[float, np.ndarray]:
+        angle = line_angle(pts[a], pts[b])
+        c, s = math.cos(-angle), math.sin(-angle)
+        d = pts[idx] - pts[a]
+        return angle, np.stack([pts[a, 0] + c * d[:, 0] - s * d[:, 1], pts[a, 1] + s * d[:, 0] + c * d[:, 1]], 1)
+
+    width = np.mean([pts[0, 0] - pts[16, 0], pts[1, 0] - pts[15, 0]])
+    height = np.mean([pts[27, 1] - pts[28, 1], pts[28, 1] - pts[29, 1], pts[29, 1] - pts[30, 1]])
+    angle_l, p = aligned(42, 45, [43, 44, 47, 46])
+    eye_l = abs((np.mean(p[0:2, 1]) - np.mean(p[2:4, 1])) / height)
+    angle_r, p = aligned(36, 39, [37, 38, 41, 40])
+    eye_r = abs((np.mean(p[0:2, 1]) - np.mean(p[2:4, 1])) / height)
+    tilt = np.mean(np.degrees([angle_l, angle_r, line_angle(pts[0], pts[16]), line_angle(pts[31], pts[35])]))
+    brow_l, p_l = aligned(22, 26, list(range(22, 27)))
+    brow_r, p_r = aligned(17, 21, list(range(17, 22)))
+    upper_lip = np.mean(pts[[49, 50, 51], 1])
+    centre_x = np.mean(pts[[50, 60, 27, 30, 64, 55], 0])
+    values = [
+        eye_l,
+        eye_r,
+        -math.degrees(brow_l) - tilt,
+        (np.mean([pts[22, 1], pts[26, 1]]) - pts[27, 1]) / height,
+        np.max(np.abs(p_l[1:4] - p_l[0, 1])) / height,
+        math.degrees(brow_r) - tilt,
+        (np.mean([pts[17, 1], pts[21, 1]]) - pts[27, 1]) / height,
+        np.max(np.abs(p_r[1:4] - p_r[0, 1])) / height,
+        (upper_lip - pts[62, 1]) / height,
+        abs(centre_x - pts[62, 0]) / width,
+        (upper_lip - pts[58, 1]) / height,
+        abs(centre_x - pts[58, 0]) / width,
+        abs(np.mean(pts[[59, 60, 61], 1]) - np.mean(pts[[63, 64, 65], 1])) / height,
+        abs(pts[58, 0] - pts[62, 0]) / width,
+    ]
+    return [float(v) for v in values]
+
+
+def test_scalar_raw_features_equal_the_numpy_formulas_bit_for_bit(log: OsfLog) -> None:
+    # Perturbed copies too, so tilted and asymmetric faces are covered, not only this clip's poses.
+    rng = np.random.default_rng(11)
+    rows = [log.points3d[i] for i in range(len(log))]
+    rows += [p + rng.normal(0, 0.05, p.shape) for p in rows[::4]]
+    for points in rows:
+        fast = _raw_features(*_feature_points(points), True)
+        assert fast == _raw_features_numpy(points)
+    level1 = _raw_features(*_feature_points(rows[50]), False)
+    full_only = [FEATURE_NAMES.index(n) for n in ("eyebrow_steepness_l", "eyebrow_quirk_l", "eyebrow_steepness_r",
+                                                   "eyebrow_quirk_r", "mouth_corner_inout_l", "mouth_corner_inout_r")]
+    assert [k for k, v in enumerate(level1) if v is None] == full_only
+    assert [v for v in level1 if v is not None] == [
+        v for k, v in enumerate(_raw_features_numpy(rows[50])) if k not in full_only
+    ]
+
+
+def test_statistics_never_freeze_with_max_feature_updates_zero(log: OsfLog) -> None:
+    rows = [i for i in range(len(log)) if osf_updates_features(log.confidence[i], log.pnp_error[i])]
+    forever = FeatureExtractor(FeatureConfig(max_feature_updates_s=0.0, alpha=0.0))
+    for k, i in enumerate(rows[:30]):
+        forever.update(log.points3d[i], now=1e6 * k)
+    probe = log.points3d[rows[100]]
+    assert forever.update(probe, now=1e9) != forever.update(probe, now=2e9)

@@ -17,6 +17,7 @@ from facewire.tracker.openseeface import (
     OsfConventionError,
     OsfLog,
     OsfLogFormatError,
+    OsfPose,
     ibug68_to_osf66,
     osf_assumed_camera,
     osf_eye_open,
@@ -116,6 +117,85 @@ def test_points3d_match_osf_log(log: OsfLog, size: tuple[int, int]) -> None:
     assert p[36, 1] < 0 and p[8, 1] > 0 and p[0, 2] > p[30, 2]
     assert p[36, 0] > 0 > p[45, 0]  # x towards the subject's right (image-left eye 36-41)
     assert p[68, 2] > p[66, 2]  # eyeball centre behind the pupil
+
+
+def _osf_lift_reference(
+    points66: np.ndarray, pupils: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, size: tuple[int, int], normalize: bool
+) -> tuple[float, np.ndarray]:
+    """OSF's PnP error and 3D points written plainly with numpy (the reference for the optimised code)."""
+    width, height = size
+    rotation = cv2.Rodrigues(np.asarray(rvec, np.float64).reshape(3, 1))[0]
+    translation = np.asarray(tvec, np.float64)
+    camera = np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1]], np.float32).astype(np.float64)
+    homogeneous = (OSF_FACE_MODEL.astype(np.float64) @ rotation.T + translation) @ camera.T
+    depth = np.where(homogeneous[:, 2] == 0, 1e-6, homogeneous[:, 2])
+    residual = points66[:, ::-1] - homogeneous[:66, :2] / depth[:66, None]
+    error = math.sqrt(float(np.sum(residual[0:17] ** 2) + np.sum(residual[30] ** 2)) / 28.0)
+
+    rows_cols = np.concatenate([points66, pupils])[:, ::-1]
+    inv_camera = np.linalg.inv(camera)
+
+    def lift(row_col: np.ndarray, z: np.ndarray) -> np.ndarray:
+        rays = np.column_stack([row_col, np.ones(len(row_col))]) * z[:, None]
+        return (rays @ inv_camera.T - translation) @ rotation
+
+    out = np.zeros((70, 3), np.float32)
+    out[0:66] = lift(rows_cols[0:66], depth[0:66])
+    for k, (outer, inner) in enumerate(((36, 39), (42, 45))):
+        d_outer = np.linalg.norm(rows_cols[66 + k] - rows_cols[outer])
+        d_inner = np.linalg.norm(rows_cols[66 + k] - rows_cols[inner])
+        anchor = (out[outer] * d_outer + out[inner] * d_inner) / (d_outer + d_inner)
+        out[66 + k] = lift(rows_cols[66 + k : 67 + k], np.array([(rotation @ anchor + translation)[2]]))[0]
+    for k, (outer, inner) in enumerate(((36, 39), (42, 45))):
+        centre = (out[outer] + out[inner]) / 2.0
+        out[68 + k] = (centre[0], centre[1], centre[2] - 0.385 * np.linalg.norm(out[outer] - out[inner]))
+    out[~np.isfinite(out).all(axis=1)] = 0.0
+    if normalize:
+        model = OSF_FACE_MODEL
+        out[:, 0:2] -= out[30, 0:2]
+        bridge = out[27, 0:2] - out[30, 0:2]
+        alpha = (math.atan2(float(bridge[1]), float(bridge[0])) % (2.0 * math.pi)) - math.pi / 2.0
+        c, s = math.cos(alpha), math.sin(alpha)
+        out[:, 0:2] = out[:, 0:2] @ np.array([[c, -s], [s, c]])
+        out[:, 1] /= np.mean((out[27:30, 1] - out[28:31, 1]) / (model[27:30, 1] - model[28:31, 1]))
+        widths = np.abs(model[[0, 36, 42], 0] - model[[16, 39, 45], 0])
+        out[:, 0] /= np.mean(np.abs(out[[0, 36, 42], 0] - out[[16, 39, 45], 0]) / widths)
+    out[:, 1:3] *= -1.0
+    return error, out
+
+
+def test_pnp_error_and_points3d_equal_the_plain_numpy_formulas_bit_for_bit(log: OsfLog, size: tuple[int, int]) -> None:
+    # The optimised code batches and caches work but must not change a single bit of what is sent.
+    rng = np.random.default_rng(4)
+    cases = [(log.points[i], log.rvec[i], log.tvec[i]) for i in _fitted_rows(log)]
+    cases += [(p + rng.normal(0, 3, p.shape), r + rng.normal(0, 0.05, 3), t) for p, r, t in cases[::5]]
+    # A pupil on top of both corners of its eye cannot be lifted (0 / 0): OSF zeroes such points.
+    degenerate = cases[0][0].copy()
+    degenerate[[36, 39, 66]] = degenerate[66]
+    cases.append((degenerate, cases[0][1], cases[0][2]))
+    with np.errstate(invalid="ignore"):  # the 0 / 0 above
+        for points, rvec, tvec in cases:
+            pose = osf_pose_from_rvec(rvec, tvec)
+            for normalize in (True, False):
+                error, points3d = _osf_lift_reference(points[:66], points[66:68], rvec, tvec, size, normalize)
+                assert osf_pnp_error(points[:66], pose, size) == error
+                np.testing.assert_array_equal(osf_points3d(points[:66], points[66:68], pose, size, normalize), points3d)
+        lifted = osf_points3d(degenerate[:66], degenerate[66:68], osf_pose_from_rvec(*cases[0][1:]), size, False)
+    assert not lifted[66].any() and lifted[67].all()
+
+
+def test_values_cached_on_a_pose_do_not_leak_between_sizes_or_callers(log: OsfLog, size: tuple[int, int]) -> None:
+    points, pupils = log.points[60, :66], log.points[60, 66:68]
+    primed = osf_pose_from_rvec(log.rvec[60], log.tvec[60])
+    plain = OsfPose(rvec=primed.rvec, tvec=primed.tvec, quaternion=primed.quaternion, euler=primed.euler)
+    assert primed == plain
+    error, points3d = osf_pnp_error(points, plain, size), osf_points3d(points, pupils, plain, size)
+    half = (size[0] // 2, size[1] // 2)
+    assert osf_pnp_error(points, primed, half) != error  # another image size really gives other numbers
+    primed.rotation_matrix[:] = 0.0  # a copy: the pose's own rotation is unaffected
+    assert osf_pnp_error(points, primed, size) == error
+    np.testing.assert_array_equal(osf_points3d(points, pupils, primed, size), points3d)
+    np.testing.assert_array_equal(primed.rotation_matrix, cv2.Rodrigues(np.asarray(log.rvec[60]))[0])
 
 
 def test_eye_open_fields_derive_from_eye_features(log: OsfLog) -> None:

@@ -31,7 +31,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from bisect import insort
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -140,20 +141,27 @@ class _Remedian:
     The reported median comes from the highest level that has received a value: once the first block of
     ``block`` raw values is full, newer raw values only matter through later block medians. This is what
     OSF's statistics do, so it is kept even though it reacts slowly.
+
+    Every level is kept sorted (one ``insort`` per value), so a median is an index lookup instead of an
+    ``np.median`` call per feature and frame; it is the same number ``np.median`` gives (the middle value,
+    or the mean ``(a + b) / 2`` of the two middle ones).
     """
+
+    __slots__ = ("_block", "_levels")
 
     def __init__(self, block: int) -> None:
         self._block = block
         self._levels: list[list[float]] = [[]]
 
-    def add(self, value: float) -> None:
+    def add(self, value: float) -> float:
+        """Add a value; returns the new median (what ``median()`` returns next)."""
         level = 0
         while True:
             buffer = self._levels[level]
-            buffer.append(value)
+            insort(buffer, value)
             if len(buffer) < self._block:
-                return
-            value = float(np.median(buffer))
+                return _sorted_median(self._levels[-1])
+            value = _sorted_median(buffer)
             buffer.clear()
             level += 1
             if level == len(self._levels):
@@ -163,88 +171,92 @@ class _Remedian:
         top = self._levels[-1]
         if not top:
             raise RuntimeError("median of an empty remedian")
-        return float(np.median(top))
+        return _sorted_median(top)
+
+
+def _sorted_median(values: list[float]) -> float:
+    """``np.median`` of an already sorted, non-empty list of floats."""
+    middle = len(values) // 2
+    if len(values) % 2:
+        return values[middle]
+    return (values[middle - 1] + values[middle]) / 2.0
 
 
 class _FeatureStatistics:
-    """OSF's running normalisation of one feature (see the module docstring)."""
+    """OSF's running normalisation of one feature (see the module docstring).
+
+    Plain Python floats on purpose: per frame this is a dozen comparisons and products per feature, which
+    numpy would only slow down with its per-call overhead.
+    """
+
+    __slots__ = ("_threshold", "_alpha", "_hard", "_decay", "_remedian", "_median", "_min", "_max",
+                 "_hard_min", "_hard_max", "_last")
 
     def __init__(self, threshold: float, config: FeatureConfig) -> None:
         self._threshold = threshold
-        self._config = config
+        self._alpha = config.alpha
+        self._hard = config.hard_factor
+        self._decay = config.decay
         self._remedian = _Remedian(config.median_block)
         self._median = 0.0
         self._min: float | None = None
         self._max: float | None = None
         self._hard_min = 0.0
         self._hard_max = 0.0
-        self._learning = True
-        self._first_seen: float | None = None
         self._last = 0.0
 
-    def update(self, x: float, now: float) -> float:
-        mapped = self._map(x, now)
-        alpha = self._config.alpha
-        self._last = self._last * alpha + mapped * (1.0 - alpha)
-        return self._last
-
-    def _still_learning(self, now: float) -> bool:
-        limit = self._config.max_feature_updates_s
-        if limit > 0 and self._first_seen is None:
-            self._first_seen = now
-        if self._learning and (limit == 0 or now - self._first_seen < limit):
-            return True
-        self._learning = False
-        return False
-
-    def _map(self, x: float, now: float) -> float:
-        learning = self._still_learning(now)
+    def update(self, x: float, learning: bool) -> float:
+        """Map raw value ``x`` to about -1..1 and smooth it; ``learning``: may median and extremes change."""
         if learning:
-            self._remedian.add(x)
-            self._median = self._remedian.median()
+            self._median = self._remedian.add(x)
         median = self._median
-        hard = self._config.hard_factor
+        hard = self._hard
 
-        # Lower side: becomes active once x drops clearly below the median.
         if self._min is None:
+            # Lower side: becomes active once x drops clearly below the median.
             if x < median and _relative_gap(median - x, median) > self._threshold:
                 if learning:
                     self._min = x
                     self._hard_min = x + hard * (median - x)
-                return -1.0
-            return 0.0
-        if x < self._min:
+                mapped = -1.0
+            else:
+                mapped = 0.0
+        elif x < self._min:
             if learning:
                 self._min = x
                 self._hard_min = x + hard * (median - x)
-            return -1.0
-
-        # Upper side: only considered once the lower side is active (OSF's order of checks).
-        if self._max is None:
+            mapped = -1.0
+        elif self._max is None:
+            # Upper side: only considered once the lower side is active (OSF's order of checks).
             if x > median and _relative_gap(x - median, median) > self._threshold:
                 if learning:
                     self._max = x
                     self._hard_max = x - hard * (x - median)
-                return 1.0
-            return 0.0
-        if x > self._max:
+                mapped = 1.0
+            else:
+                mapped = 0.0
+        elif x > self._max:
             if learning:
                 self._max = x
                 self._hard_max = x - hard * (x - median)
-            return 1.0
+            mapped = 1.0
+        else:
+            if learning:
+                decay = self._decay
+                if self._min < self._hard_min:
+                    self._min = self._hard_min * decay + self._min * (1.0 - decay)
+                if self._max > self._hard_max:
+                    self._max = self._hard_max * decay + self._max * (1.0 - decay)
+            if x < median:
+                mapped = -(1.0 - (x - self._min) / (median - self._min))
+            elif x > median:
+                mapped = (x - median) / (self._max - median)
+            else:
+                mapped = 0.0
 
-        if learning:
-            decay = self._config.decay
-            if self._min < self._hard_min:
-                self._min = self._hard_min * decay + self._min * (1.0 - decay)
-            if self._max > self._hard_max:
-                self._max = self._hard_max * decay + self._max * (1.0 - decay)
-
-        if x < median:
-            return -(1.0 - (x - self._min) / (median - self._min))
-        if x > median:
-            return (x - median) / (self._max - median)
-        return 0.0
+        alpha = self._alpha
+        self._last = self._last * alpha + mapped * (1.0 - alpha)
+        return self._last
 
 
 def _relative_gap(gap: float, median: float) -> float:
@@ -254,13 +266,19 @@ def _relative_gap(gap: float, median: float) -> float:
     return gap / median
 
 
-def _line_angle(a: np.ndarray, b: np.ndarray) -> float:
+# The raw features below work on Python floats: about 150 scalar operations per frame, for which numpy's
+# per-call overhead would cost ten times the arithmetic. Every expression keeps the operation order of
+# OSF's numpy code (np.mean of a few values = their left-to-right sum divided by their count), so the
+# values are the same to the last bit (tests/test_features.py compares them with the numpy formulas).
+
+
+def _line_angle(ax: float, ay: float, bx: float, by: float) -> float:
     """OSF's folded angle (radians) of the direction a->b, in (-pi/2, pi/2].
 
     Directions pointing left are folded as 180 deg - angle (a mirror, not a half turn); OSF's features are
     defined with this folding, so it is kept.
     """
-    degrees = math.degrees(math.atan2(float(b[1] - a[1]), float(b[0] - a[0])) % (2.0 * math.pi))
+    degrees = math.degrees(math.atan2(by - ay, bx - ax) % (2.0 * math.pi))
     if degrees >= 90.0:
         degrees = 180.0 - degrees
     if degrees <= -90.0:
@@ -268,80 +286,91 @@ def _line_angle(a: np.ndarray, b: np.ndarray) -> float:
     return math.radians(degrees)
 
 
-def _rotate_about(origin: np.ndarray, points: np.ndarray, angle: float) -> np.ndarray:
-    """Rotate (N, 2) points about ``origin`` by ``-angle`` radians (OSF's alignment step)."""
+def _aligned(
+    xs: list[float], ys: list[float], a: int, b: int, idx: tuple[int, ...]
+) -> tuple[float, list[float], list[float]]:
+    """OSF's alignment step: the angle of a->b and points ``idx`` rotated by minus that angle about a."""
+    ox, oy = xs[a], ys[a]
+    angle = _line_angle(ox, oy, xs[b], ys[b])
     c, s = math.cos(-angle), math.sin(-angle)
-    d = points - origin
-    return np.stack([origin[0] + c * d[:, 0] - s * d[:, 1], origin[1] + s * d[:, 0] + c * d[:, 1]], axis=1)
+    rx, ry = [], []
+    for i in idx:
+        dx, dy = xs[i] - ox, ys[i] - oy
+        rx.append(ox + c * dx - s * dy)
+        ry.append(oy + s * dx + c * dy)
+    return angle, rx, ry
 
 
-def _aligned(pts: np.ndarray, a: int, b: int, idx: Sequence[int]) -> tuple[float, np.ndarray]:
-    angle = _line_angle(pts[a], pts[b])
-    return angle, _rotate_about(pts[a], pts[list(idx)], angle)
+def _raw_features(xs: list[float], ys: list[float], full: bool) -> list[float | None]:
+    """OSF's raw (un-normalised) feature values in ``FEATURE_NAMES`` order, None where not computed.
 
-
-def _raw_features(pts: np.ndarray, full: bool) -> dict[str, float]:
-    """OSF's raw (un-normalised) feature values from aligned points (x, y-up), in OSF's 66-point order."""
-    width = float(np.mean([pts[0, 0] - pts[16, 0], pts[1, 0] - pts[15, 0]]))
-    height = float(np.mean([pts[27, 1] - pts[28, 1], pts[28, 1] - pts[29, 1], pts[29, 1] - pts[30, 1]]))
+    ``xs``/``ys``: aligned points (x, y up) in OSF's 66-point order. Features only computed at OSF's full
+    feature level are None when ``full`` is false.
+    """
+    width = ((xs[0] - xs[16]) + (xs[1] - xs[15])) / 2.0
+    height = ((ys[27] - ys[28]) + (ys[28] - ys[29]) + (ys[29] - ys[30])) / 3.0
     if width == 0.0 or height == 0.0:
         raise FeatureInputError(
             "degenerate face points: zero face width (points 0/16, 1/15) or nose height (points 27..30); "
             "pass OSF's aligned 3D points, not an all-zero record"
         )
-    raw: dict[str, float] = {}
 
-    def eye(a: int, b: int, idx: Sequence[int]) -> tuple[float, float]:
-        angle, p = _aligned(pts, a, b, idx)
-        opening = abs((np.mean(p[0:2, 1]) - np.mean(p[2:4, 1])) / height)
-        return angle, float(opening)
+    angle_l, _, p = _aligned(xs, ys, 42, 45, (43, 44, 47, 46))
+    eye_l = abs(((p[0] + p[1]) / 2.0 - (p[2] + p[3]) / 2.0) / height)
+    angle_r, _, p = _aligned(xs, ys, 36, 39, (37, 38, 41, 40))
+    eye_r = abs(((p[0] + p[1]) / 2.0 - (p[2] + p[3]) / 2.0) / height)
 
-    angle_l, raw["eye_l"] = eye(42, 45, (43, 44, 47, 46))
-    angle_r, raw["eye_r"] = eye(36, 39, (37, 38, 41, 40))
-
+    steepness_l = quirk_l = steepness_r = quirk_r = inout_l = inout_r = None
     if full:
-        face_tilt = float(
-            np.mean(
-                np.degrees(
-                    [angle_l, angle_r, _line_angle(pts[0], pts[16]), _line_angle(pts[31], pts[35])]
-                )
-            )
-        )
-        brow_angle, p = _aligned(pts, 22, 26, range(22, 27))
-        raw["eyebrow_steepness_l"] = -math.degrees(brow_angle) - face_tilt
-        raw["eyebrow_quirk_l"] = float(np.max(np.abs(p[1:4] - p[0, 1])) / height)
-        brow_angle, p = _aligned(pts, 17, 21, range(17, 22))
-        raw["eyebrow_steepness_r"] = math.degrees(brow_angle) - face_tilt
-        raw["eyebrow_quirk_r"] = float(np.max(np.abs(p[1:4] - p[0, 1])) / height)
+        face_tilt = (
+            math.degrees(angle_l)
+            + math.degrees(angle_r)
+            + math.degrees(_line_angle(xs[0], ys[0], xs[16], ys[16]))
+            + math.degrees(_line_angle(xs[31], ys[31], xs[35], ys[35]))
+        ) / 4.0
+        brow_angle, px, py = _aligned(xs, ys, 22, 26, (22, 23, 24, 25, 26))
+        steepness_l = -math.degrees(brow_angle) - face_tilt
+        # OSF subtracts the first point's y from x *and* y of points 1..3; kept as OSF has it.
+        quirk_l = max(abs(v - py[0]) for k in (1, 2, 3) for v in (px[k], py[k])) / height
+        brow_angle, px, py = _aligned(xs, ys, 17, 21, (17, 18, 19, 20, 21))
+        steepness_r = math.degrees(brow_angle) - face_tilt
+        quirk_r = max(abs(v - py[0]) for k in (1, 2, 3) for v in (px[k], py[k])) / height
 
-    raw["eyebrow_updown_l"] = float((np.mean([pts[22, 1], pts[26, 1]]) - pts[27, 1]) / height)
-    raw["eyebrow_updown_r"] = float((np.mean([pts[17, 1], pts[21, 1]]) - pts[27, 1]) / height)
+    updown_l = ((ys[22] + ys[26]) / 2.0 - ys[27]) / height
+    updown_r = ((ys[17] + ys[21]) / 2.0 - ys[27]) / height
 
-    upper_lip = float(np.mean(pts[[49, 50, 51], 1]))
-    centre_x = float(np.mean(pts[[50, 60, 27, 30, 64, 55], 0]))
-    raw["mouth_corner_updown_l"] = (upper_lip - float(pts[62, 1])) / height
-    raw["mouth_corner_updown_r"] = (upper_lip - float(pts[58, 1])) / height
+    upper_lip = (ys[49] + ys[50] + ys[51]) / 3.0
+    corner_updown_l = (upper_lip - ys[62]) / height
+    corner_updown_r = (upper_lip - ys[58]) / height
     if full:
-        raw["mouth_corner_inout_l"] = abs(centre_x - float(pts[62, 0])) / width
-        raw["mouth_corner_inout_r"] = abs(centre_x - float(pts[58, 0])) / width
-    raw["mouth_open"] = float(abs(np.mean(pts[[59, 60, 61], 1]) - np.mean(pts[[63, 64, 65], 1])) / height)
-    raw["mouth_wide"] = abs(float(pts[58, 0]) - float(pts[62, 0])) / width
-    return raw
+        centre_x = (xs[50] + xs[60] + xs[27] + xs[30] + xs[64] + xs[55]) / 6.0
+        inout_l = abs(centre_x - xs[62]) / width
+        inout_r = abs(centre_x - xs[58]) / width
+    mouth_open = abs((ys[59] + ys[60] + ys[61]) / 3.0 - (ys[63] + ys[64] + ys[65]) / 3.0) / height
+    mouth_wide = abs(xs[58] - xs[62]) / width
+    return [
+        eye_l, eye_r,
+        steepness_l, updown_l, quirk_l,
+        steepness_r, updown_r, quirk_r,
+        corner_updown_l, inout_l, corner_updown_r, inout_r,
+        mouth_open, mouth_wide,
+    ]  # fmt: skip
 
 
-def _as_feature_points(points: np.ndarray) -> np.ndarray:
+def _feature_points(points: np.ndarray) -> tuple[list[float], list[float]]:
+    """Validated x and y-up coordinates (Python floats, float32 precision) of the first 66 points."""
     pts = np.asarray(points)
     if pts.ndim != 2 or pts.shape[0] < 66 or pts.shape[1] not in (2, 3):
         raise FeatureInputError(
             f"expected OSF-ordered aligned points of shape (66..70, 2 or 3), got {pts.shape}; convert iBUG-68 "
             "landmarks with openseeface.OSF66_FROM_IBUG68 and lift them with openseeface.osf_points3d"
         )
-    if not np.all(np.isfinite(pts[:66, :2])):
-        raise FeatureInputError("aligned points contain NaN or infinity")
     # OSF keeps these points in float32 and flips y for the record; undo the flip, keep its precision.
-    xy = pts[:66, :2].astype(np.float32).astype(np.float64)
-    xy[:, 1] = -xy[:, 1]
-    return xy
+    xy = pts[:66, :2].astype(np.float32).ravel().tolist()
+    # A float64 sum of float32 values cannot overflow: it is finite exactly when every value is.
+    if not math.isfinite(sum(xy)):
+        raise FeatureInputError("aligned points contain NaN or infinity (or values beyond float32's range)")
+    return xy[0::2], [-y for y in xy[1::2]]
 
 
 class FeatureExtractor:
@@ -355,10 +384,22 @@ class FeatureExtractor:
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
         self.config = config or FeatureConfig()
-        self._stats = {
-            name: _FeatureStatistics(threshold, self.config)
-            for name, threshold in zip(FEATURE_NAMES, self.config.thresholds)
-        }
+        self._stats = [_FeatureStatistics(threshold, self.config) for threshold in self.config.thresholds]
+        self._learning = True
+        self._first_seen: float | None = None
+
+    def _still_learning(self, now: float) -> bool:
+        """OSF's --max-feature-updates: statistics learn for that long after the first update, then freeze.
+
+        OSF keeps this clock per feature, but all features of a face start and stop together.
+        """
+        limit = self.config.max_feature_updates_s
+        if limit > 0 and self._first_seen is None:
+            self._first_seen = now
+        if self._learning and (limit == 0 or now - self._first_seen < limit):
+            return True
+        self._learning = False
+        return False
 
     def update(self, aligned_points: np.ndarray, now: float | None = None) -> Features:
         """Advance the statistics with one frame and return its features.
@@ -367,14 +408,11 @@ class FeatureExtractor:
         ignored). ``now``: a monotonic time in seconds (defaults to ``time.monotonic()``), only used to
         stop learning after ``config.max_feature_updates_s``.
         """
-        pts = _as_feature_points(aligned_points)
+        xs, ys = _feature_points(aligned_points)
         if now is None:
             now = time.monotonic()
-        raw = _raw_features(pts, self.config.full)
-        values = {}
-        for name in FEATURE_NAMES:
-            if name in raw:
-                values[name] = float(self._stats[name].update(raw[name], now))
-            else:
-                values[name] = 0.0
-        return Features(**values)
+        raw = _raw_features(xs, ys, self.config.full)
+        learning = self._still_learning(now)
+        return Features(
+            *[0.0 if x is None else stats.update(x, learning) for x, stats in zip(raw, self._stats)]
+        )

@@ -58,6 +58,7 @@ Features and eye openness
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -151,6 +152,19 @@ def _build_face_model() -> np.ndarray:
 OSF_FACE_MODEL: np.ndarray = _build_face_model()
 """OSF's 70-point head model (float32, OSF frame: x = subject's right, y = up, z = out of the face)."""
 
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+# Per-frame constants, computed once (the record path runs at camera rate and numpy's per-call overhead
+# dominates its small arrays).
+_CONTOUR_INDEX = _read_only(np.array(OSF_CONTOUR_POINTS, np.intp))
+_CONTOUR_MODEL = _read_only(OSF_FACE_MODEL[_CONTOUR_INDEX])
+_FACE_MODEL_64 = _read_only(OSF_FACE_MODEL.astype(np.float64))
+_NO_DISTORTION = _read_only(np.zeros((4, 1)))
+
 _SWAP_XY = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 _DEPTH_MIRROR = np.diag([1.0, 1.0, -1.0])
 
@@ -178,7 +192,27 @@ class OsfPose:
 
     @property
     def rotation_matrix(self) -> np.ndarray:
-        return cv2.Rodrigues(np.asarray(self.rvec, np.float64).reshape(3, 1))[0]
+        """``Rodrigues(rvec)`` as a new (writable) 3x3 array."""
+        return self._rotation.copy()
+
+    # The pose is immutable, so values derived from it are computed once (on first use) and cached on the
+    # instance: a frame's PnP error and 3D points both need them.
+
+    @functools.cached_property
+    def _rotation(self) -> np.ndarray:
+        return _read_only(cv2.Rodrigues(np.array(self.rvec, np.float64).reshape(3, 1))[0])
+
+    @functools.cached_property
+    def _translation(self) -> np.ndarray:
+        return _read_only(np.array(self.tvec, np.float64))
+
+    def _model_projection(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """``_project_model`` for this pose (read-only), cached for the last image size asked for."""
+        cached = self.__dict__.get("_projection")
+        if cached is None or cached[0] != (width, height):
+            cached = ((width, height), _project_model(self, width, height))
+            self.__dict__["_projection"] = cached  # bypasses the frozen __setattr__, like cached_property
+        return cached[1]
 
 
 def ibug68_to_osf66(points68: np.ndarray) -> np.ndarray:
@@ -192,6 +226,23 @@ def ibug68_to_osf66(points68: np.ndarray) -> np.ndarray:
 def osf_camera_matrix(width: int, height: int) -> np.ndarray:
     """OSF's camera matrix (float32). OSF applies it to (row, column) points, not (x, y)."""
     return np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1]], np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class _OsfCamera:
+    """``osf_camera_matrix`` in the forms the per-frame functions need (read-only arrays)."""
+
+    matrix: np.ndarray  # float32, as OSF passes it to solvePnP
+    matrix64: np.ndarray  # the same in float64
+    inverse: np.ndarray  # float64 inverse, for back-projection
+
+
+@functools.lru_cache(maxsize=8)
+def _osf_camera(width: int, height: int) -> _OsfCamera:
+    """Cached per image size: building and inverting the matrix every frame costs more than the PnP setup."""
+    matrix = osf_camera_matrix(width, height)
+    matrix64 = matrix.astype(np.float64)
+    return _OsfCamera(_read_only(matrix), _read_only(matrix64), _read_only(np.linalg.inv(matrix64)))
 
 
 def osf_assumed_camera(width: int, height: int) -> np.ndarray:
@@ -212,12 +263,16 @@ def osf_pose_from_rvec(rvec: np.ndarray, tvec: np.ndarray) -> OsfPose:
     r = np.asarray(rvec, np.float64).reshape(3)
     t = np.asarray(tvec, np.float64).reshape(3)
     rotation = cv2.Rodrigues(r.reshape(3, 1))[0]
-    return OsfPose(
-        rvec=(float(r[0]), float(r[1]), float(r[2])),
-        tvec=(float(t[0]), float(t[1]), float(t[2])),
-        quaternion=tuple(float(np.float32(v)) for v in osf_quaternion(rotation)),
-        euler=tuple(float(v) for v in osf_euler(rotation)),
+    pose = OsfPose(
+        rvec=tuple(r.tolist()),
+        tvec=tuple(t.tolist()),
+        quaternion=tuple(osf_quaternion(rotation).astype(np.float32).tolist()),
+        euler=tuple(osf_euler(rotation).tolist()),
     )
+    # Prime OsfPose's caches: Rodrigues(rvec) is at hand, and so is the translation.
+    pose.__dict__["_rotation"] = _read_only(rotation)
+    pose.__dict__["_translation"] = _read_only(t.copy())
+    return pose
 
 
 def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -371,18 +426,18 @@ def solve_osf_pose(
     """
     pts = _check_points66(points66)
     width, height = image_size
-    rows_cols = np.ascontiguousarray(pts[list(OSF_CONTOUR_POINTS)][:, ::-1], np.float32)
+    rows_cols = np.ascontiguousarray(pts[_CONTOUR_INDEX, ::-1], np.float32)
     if initial is None:
         rvec0 = np.zeros((3, 1))
         tvec0 = np.zeros((3, 1))
-    else:
-        rvec0 = np.asarray(initial.rvec, np.float64).reshape(3, 1).copy()
-        tvec0 = np.asarray(initial.tvec, np.float64).reshape(3, 1).copy()
+    else:  # fresh arrays: solvePnP refines them in place
+        rvec0 = np.array(initial.rvec, np.float64).reshape(3, 1)
+        tvec0 = np.array(initial.tvec, np.float64).reshape(3, 1)
     ok, rvec, tvec = cv2.solvePnP(
-        OSF_FACE_MODEL[list(OSF_CONTOUR_POINTS)],
+        _CONTOUR_MODEL,
         rows_cols,
-        osf_camera_matrix(width, height),
-        np.zeros((4, 1)),
+        _osf_camera(width, height).matrix,
+        _NO_DISTORTION,
         rvec=rvec0,
         tvec=tvec0,
         useExtrinsicGuess=True,
@@ -394,12 +449,18 @@ def solve_osf_pose(
 
 
 def _project_model(pose: OsfPose, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Model points in OSF's swapped camera: (N, 3) camera coordinates and (N, 2) (row, col) projections."""
-    cam = OSF_FACE_MODEL.astype(np.float64) @ pose.rotation_matrix.T + np.asarray(pose.tvec)
-    homogeneous = cam @ osf_camera_matrix(width, height).astype(np.float64).T
+    """OSF's 70 model points in its swapped camera: (70, 3) homogeneous image coordinates (row, col and
+    depth, each times the depth) and (70,) depths, where a zero depth is replaced by 1e-6 as OSF does.
+
+    The (row, col) projection is ``homogeneous[:, :2] / depth[:, None]``. Use ``pose._model_projection``,
+    which caches the result: the PnP error and the 3D points of a frame both need it.
+    """
+    cam = _FACE_MODEL_64 @ pose._rotation.T + pose._translation
+    homogeneous = cam @ _osf_camera(width, height).matrix64.T
     depth = homogeneous[:, 2].copy()
-    depth[depth == 0] = 1e-6
-    return homogeneous, homogeneous[:, :2] / depth[:, None]
+    if 0.0 in depth:
+        depth[depth == 0] = 1e-6
+    return _read_only(homogeneous), _read_only(depth)
 
 
 def osf_pnp_error(points66: np.ndarray, pose: OsfPose, image_size: tuple[int, int]) -> float:
@@ -408,9 +469,10 @@ def osf_pnp_error(points66: np.ndarray, pose: OsfPose, image_size: tuple[int, in
     OSF sums the squared residuals of those 18 points but divides by 2 x 14 (its number of fitted points).
     """
     pts = _check_points66(points66)
-    _, projected = _project_model(pose, *image_size)
-    residual = pts[:, ::-1] - projected[:66]
-    total = float(np.sum(residual[0:17] ** 2) + np.sum(residual[30] ** 2))
+    homogeneous, depth = pose._model_projection(*image_size)
+    # Only points 0..30 are needed: the jaw (0-16) and the nose tip (30).
+    residual = pts[:31, ::-1] - homogeneous[:31, :2] / depth[:31, None]
+    total = float(np.add.reduce(residual[0:17] ** 2, axis=None) + np.add.reduce(residual[30] ** 2))
     if math.isnan(total):
         return 9999999.0
     return math.sqrt(total / (2.0 * len(OSF_CONTOUR_POINTS)))
@@ -421,19 +483,47 @@ def osf_updates_features(confidence: float, pnp_error: float) -> bool:
     return confidence >= OSF_MIN_FEATURE_CONFIDENCE and pnp_error <= OSF_MAX_FEATURE_PNP_ERROR
 
 
-def _normalise_aligned(pts: np.ndarray) -> np.ndarray:
-    """OSF's de-rotation and rescaling of lifted points (in place on a float32 (70, 3) array)."""
-    model = OSF_FACE_MODEL
-    base_v = model[27:30, 1] - model[28:31, 1]
-    base_h = np.abs(model[[0, 36, 42], 0] - model[[16, 39, 45], 0])
-    pts[:, 0:2] -= pts[30, 0:2]
-    bridge = pts[27, 0:2] - pts[30, 0:2]
-    alpha = (math.atan2(float(bridge[1]), float(bridge[0])) % (2.0 * math.pi)) - math.pi / 2.0
+# The model's nose segments 27-28, 28-29, 29-30 and its face widths 0-16, 36-39 (right eye), 42-45 (left
+# eye), as float32 scalars: OSF compares the lifted face with them in float32.
+_MODEL_NOSE_HEIGHTS = tuple(OSF_FACE_MODEL[27:30, 1] - OSF_FACE_MODEL[28:31, 1])
+_MODEL_WIDTHS = tuple(np.abs(OSF_FACE_MODEL[[0, 36, 42], 0] - OSF_FACE_MODEL[[16, 39, 45], 0]))
+_WIDTH_POINTS = _read_only(np.array([0, 16, 36, 39, 42, 45], np.intp))
+
+
+def _derotate(pts: np.ndarray) -> tuple[np.float32, np.float32]:
+    """OSF's alignment of lifted points, first part: move the nose tip to the origin and make the nose
+    bridge vertical (in place on a float32 (70, 3) array). Returns OSF's divisors for x and y.
+
+    The divisors are means of three ratios to the model's face widths and nose heights, computed with
+    numpy float32 scalars in the order np.mean adds them (the same numbers, with far fewer calls).
+    """
+    centred = pts[:, 0:2] - pts[30, 0:2]
+    bridge_x, bridge_y = centred[27].tolist()
+    alpha = (math.atan2(bridge_y, bridge_x) % (2.0 * math.pi)) - math.pi / 2.0
     c, s = math.cos(alpha), math.sin(alpha)
-    pts[:, 0:2] = pts[:, 0:2] @ np.array([[c, -s], [s, c]])
-    pts[:, 1] /= np.mean((pts[27:30, 1] - pts[28:31, 1]) / base_v)
-    pts[:, 0] /= np.mean(np.abs(pts[[0, 36, 42], 0] - pts[[16, 39, 45], 0]) / base_h)
-    return pts
+    pts[:, 0:2] = centred @ np.array([[c, -s], [s, c]])
+    x0, x16, x36, x39, x42, x45 = pts[_WIDTH_POINTS, 0]
+    w0, w1, w2 = _MODEL_WIDTHS
+    y27, y28, y29, y30 = pts[27:31, 1]
+    h0, h1, h2 = _MODEL_NOSE_HEIGHTS
+    return (
+        (abs(x0 - x16) / w0 + abs(x36 - x39) / w1 + abs(x42 - x45) / w2) / 3,
+        ((y27 - y28) / h0 + (y28 - y29) / h1 + (y29 - y30) / h2) / 3,
+    )
+
+
+# Eye corners, subject's right eye first (the pupil order): outer, inner, outer, inner; and the pupil
+# (point 66 or 67) of the eye each corner belongs to.
+_EYE_CORNERS = _read_only(np.array([36, 39, 42, 45], np.intp))
+_PUPIL_OF_CORNER = _read_only(np.array([66, 66, 67, 67], np.intp))
+
+
+def _rays(rows_cols: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Homogeneous (row, col, 1) image points scaled by their depth: the input of back-projection."""
+    rays = np.empty((len(rows_cols), 3))
+    rays[:, 0:2] = rows_cols * depth[:, None]
+    rays[:, 2] = depth
+    return rays
 
 
 def osf_points3d(
@@ -457,34 +547,54 @@ def osf_points3d(
         raise OsfConventionError(f"expected (2, 2) pupil points (right, left), got shape {eyes.shape}")
     width, height = image_size
     rows_cols = np.concatenate([pts, eyes])[:, ::-1]
-    rotation = pose.rotation_matrix
-    translation = np.asarray(pose.tvec, np.float64)
-    inv_camera = np.linalg.inv(osf_camera_matrix(width, height).astype(np.float64))
-    homogeneous, _ = _project_model(pose, width, height)
-    depth = homogeneous[:, 2]
-    depth = np.where(depth == 0, 1e-6, depth)
+    rotation = pose._rotation
+    translation = pose._translation
+    inv_camera_t = _osf_camera(width, height).inverse.T
+    _, depth = pose._model_projection(width, height)
 
-    def lift(row_col: np.ndarray, z: np.ndarray) -> np.ndarray:
-        rays = np.column_stack([row_col, np.ones(len(row_col))]) * z[:, None]
-        return (rays @ inv_camera.T - translation) @ rotation  # rotation^-1 == rotation^T
+    # Lifting (back-projection) keeps OSF's array shapes: BLAS may compute a (1, 3) @ (3, 3) product
+    # differently from the rows of a (2, 3) @ (3, 3) one (in the last bit), so each pupil stays a separate
+    # product, and so do the vector norms. Only elementwise steps are batched.
+    def lift(rays: np.ndarray) -> np.ndarray:
+        return (rays @ inv_camera_t - translation) @ rotation  # rotation^-1 == rotation^T
 
     out = np.zeros((70, 3), np.float32)
-    out[0:66] = lift(rows_cols[0:66], depth[0:66])
-    for k, (outer, inner) in enumerate(((36, 39), (42, 45))):
-        d_outer = np.linalg.norm(rows_cols[66 + k] - rows_cols[outer])
-        d_inner = np.linalg.norm(rows_cols[66 + k] - rows_cols[inner])
-        # OSF weights each corner by the pupil's distance to it (i.e. towards the farther corner).
-        anchor = (out[outer] * d_outer + out[inner] * d_inner) / (d_outer + d_inner)
-        anchor_depth = (rotation @ anchor + translation)[2]
-        out[66 + k] = lift(rows_cols[66 + k : 67 + k], np.array([anchor_depth]))[0]
-    for k, (outer, inner) in enumerate(((36, 39), (42, 45))):
-        centre = (out[outer] + out[inner]) / 2.0
-        depth_offset = OSF_EYEBALL_DEPTH_FACTOR * np.linalg.norm(out[outer] - out[inner])
-        out[68 + k] = (centre[0], centre[1], centre[2] - depth_offset)
-    out[~np.isfinite(out).all(axis=1)] = 0.0
+    out[0:66] = lift(_rays(rows_cols[0:66], depth[0:66]))
+
+    corners = out[_EYE_CORNERS]  # lifted (float32): right eye outer, inner, left eye outer, inner
+    outer, inner = corners[0::2], corners[1::2]
+
+    # Pupils: lifted to the depth of a point between the eye corners, weighted by the pupil's distance to
+    # each corner (i.e. towards the farther corner), as OSF does. sqrt(v . v) is what np.linalg.norm
+    # computes for a vector, without its overhead.
+    to_corners = rows_cols[_PUPIL_OF_CORNER] - rows_cols[_EYE_CORNERS]
+    distances = [math.sqrt(v.dot(v)) for v in to_corners]
+    corner_xyz = corners.tolist()
+    for k, (row, col) in enumerate(rows_cols[66:68].tolist()):
+        d_outer, d_inner = distances[2 * k], distances[2 * k + 1]
+        total = d_outer + d_inner  # 0 only for a pupil on both corners: 0 / 0, a point OSF cannot lift
+        anchor = [(o * d_outer + i * d_inner) / total if total else math.nan
+                  for o, i in zip(corner_xyz[2 * k], corner_xyz[2 * k + 1])]
+        z = float((rotation @ np.array(anchor))[2]) + pose.tvec[2]
+        out[66 + k] = lift(np.array([[row * z, col * z, z]]))[0]
+
+    # Eyeball centres: the eye-corner midpoint pushed into the head (float32 arithmetic, as OSF's).
+    widths = outer - inner
+    centres = (outer + inner) / 2.0
+    centres[:, 2] -= OSF_EYEBALL_DEPTH_FACTOR * np.sqrt(np.array([v.dot(v) for v in widths], np.float32))
+    out[68:70] = centres
+
+    # OSF zeroes points it could not lift. (A float64 sum of float32 values cannot overflow: it is finite
+    # exactly when every value is.)
+    if not math.isfinite(np.add.reduce(out, axis=None, dtype=np.float64)):
+        out[~np.isfinite(out).all(axis=1)] = 0.0
     if normalize:
-        _normalise_aligned(out)
-    out[:, 1:3] *= -1.0
+        # OSF's alignment, then the wire convention (y and z flipped), in one division: x / sx, -(y / sy)
+        # and -z are the same numbers either way.
+        scale_x, scale_y = _derotate(out)
+        out /= np.array([scale_x, -scale_y, -1.0], np.float32)
+    else:
+        out[:, 1:3] *= -1.0
     return out
 
 
