@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -30,9 +31,16 @@ class ModelEntry:
     sha256: str
 
 
+MODELS_ENV = "FACEWIRE_MODELS"
+
+
 def models_dir() -> Path:
-    """Folder holding the bundled models (``models/`` in a checkout, ``facewire/models`` installed)."""
-    return Path(str(resources.files("facewire.models")))
+    """Folder holding the models: ``$FACEWIRE_MODELS`` if set, else the bundled ``facewire/models``.
+
+    Files are checked against that folder's own MANIFEST.json either way.
+    """
+    override = os.environ.get(MODELS_ENV)
+    return Path(override) if override else Path(str(resources.files("facewire.models")))
 
 
 def read_manifest(folder: Path | None = None) -> dict[str, ModelEntry]:
