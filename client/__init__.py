@@ -18,6 +18,15 @@ from .protocol import (
     encode_datagram,
     encode_record,
 )
+from .calibration import (
+    CalibrationStats,
+    ExpressionCalibrator,
+    ModelFileError,
+    NotEnoughDataError,
+    NotTrainedError,
+    Prediction,
+    UnusableFrameError,
+)
 from .receiver import DatagramReceiver, OpenSeeFaceReceiver, ReceiverError, ReceiverStats
 from .views import (
     OSF_TO_IBUG68,
@@ -40,6 +49,13 @@ from .views import (
 )
 
 __all__ = [
+    "CalibrationStats",
+    "ExpressionCalibrator",
+    "ModelFileError",
+    "NotEnoughDataError",
+    "NotTrainedError",
+    "Prediction",
+    "UnusableFrameError",
     "DatagramError",
     "DatagramReceiver",
     "FEATURE_NAMES",

