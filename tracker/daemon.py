@@ -26,6 +26,7 @@ from facewire.client.protocol import RECORD_SIZE, encode_datagram
 from .capture import (CameraNotFoundError, CameraSource, CaptureConfig, CaptureError, LatestFrameReader,
                       format_camera_list, list_cameras, open_source)
 from .drawing import draw_label, draw_points
+from .openseeface import osf_model_points_image
 from .packets import OsfLogWriter, RecordBuilder, RecordOptions
 from .runtime import ModelError
 from .tracking import FaceTracker, TrackingConfig
@@ -109,7 +110,8 @@ def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
     p.add_argument("--face-id-offset", type=int, default=0, help="added to every face id")
     p.add_argument("-v", "--visualize", type=int, default=0,
                    help="1 shows a window with the tracking, 2 adds face ids, 3 adds point numbers")
-    p.add_argument("-P", "--pnp-points", type=int, default=0, help="set to 1 to draw the 3D model points too")
+    p.add_argument("-P", "--pnp-points", type=int, default=0,
+                   help="set to 1 to also draw OpenSeeFace's 3D face model as fitted to the landmarks (yellow)")
     p.add_argument("-s", "--silent", type=int, default=0, help="set to 1 to print only warnings and errors")
     p.add_argument("--video-out", type=Path, default=None, help="write the annotated tracking video to this .avi file")
     p.add_argument("--video-scale", type=float, default=1.0, help="scale of the --video-out video")
@@ -186,11 +188,18 @@ class Annotator:
     def active(self) -> bool:
         return bool(self.level) or self.output.video_out is not None
 
-    def show(self, image: np.ndarray, faces, fps: float) -> bool:
-        """Draw and show/write one frame; False when the user closed the window (q or Esc)."""
+    def show(self, image: np.ndarray, faces, fps: float, poses: dict | None = None) -> bool:
+        """Draw and show/write one frame; False when the user closed the window (q or Esc).
+
+        ``poses``: OpenSeeFace's fitted pose per face id, for ``-P`` (its 3D model points, in yellow).
+        """
         canvas = image.copy()
+        h, w = image.shape[:2]
         for face in faces:
             draw_points(canvas, face.mesh.points, (0, 0, 255), 1)
+            pose = (poses or {}).get(face.id)
+            if self.output.pnp_points and pose is not None:
+                draw_points(canvas, osf_model_points_image(pose, (w, h)), (0, 255, 255), 2)
             if self.level >= 2 or self.output.video_out is not None:
                 draw_label(canvas, f"id {face.id}", (int(face.box[0]), max(12, int(face.box[1]) - 6)))
             if self.level >= 3:
@@ -274,7 +283,8 @@ def run(config: DaemonConfig, stop: threading.Event | None = None) -> int:
                     log_writer.write(stats.frames, k, record, pose.rvec if pose else np.zeros(3))
             if annotator.active:
                 fps = 1000.0 / max(statistics.median(stats.processing_ms), 1e-3)
-                if not annotator.show(frame.image, faces, fps):
+                poses = {f.id: builder.pose_of(f.id) for f in faces}
+                if not annotator.show(frame.image, faces, fps, poses):
                     break
             if sent - last_status > STATUS_EVERY_S:
                 last_status = sent

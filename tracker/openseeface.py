@@ -448,6 +448,12 @@ def solve_osf_pose(
     return osf_pose_from_rvec(rvec, tvec)
 
 
+def osf_model_points_image(pose: OsfPose, image_size: tuple[int, int]) -> np.ndarray:
+    """OSF's 3D face model placed by ``pose``, projected to (x, y) image pixels: what ``-P`` draws."""
+    homogeneous, depth = pose._model_projection(*image_size)
+    return (homogeneous[:, :2] / depth[:, None])[:, ::-1]
+
+
 def _project_model(pose: OsfPose, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """OSF's 70 model points in its swapped camera: (70, 3) homogeneous image coordinates (row, col and
     depth, each times the depth) and (70,) depths, where a zero depth is replaced by 1e-6 as OSF does.
