@@ -346,17 +346,18 @@ def head_rotation_to_osf(
     return R_FRONTAL @ correction.T @ rotation_cv
 
 
-def _rx(a: float) -> np.ndarray:
+def rot_x(a: float) -> np.ndarray:
+    """Right-handed rotation by ``a`` radians about x (the tracker uses these too)."""
     c, s = np.cos(a), np.sin(a)
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
-def _ry(a: float) -> np.ndarray:
+def rot_y(a: float) -> np.ndarray:
     c, s = np.cos(a), np.sin(a)
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def _rz(a: float) -> np.ndarray:
+def rot_z(a: float) -> np.ndarray:
     c, s = np.cos(a), np.sin(a)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
@@ -364,7 +365,7 @@ def _rz(a: float) -> np.ndarray:
 def rotation_from_angles(angles: HeadAngles) -> np.ndarray:
     """The head rotation ``Ry(yaw) @ Rx(pitch) @ Rz(roll)`` for ``angles`` (degrees)."""
     yaw, pitch, roll = np.radians([angles.yaw, angles.pitch, angles.roll])
-    return _ry(yaw) @ _rx(pitch) @ _rz(roll)
+    return rot_y(yaw) @ rot_x(pitch) @ rot_z(roll)
 
 
 def angles_from_rotation(rotation: np.ndarray) -> HeadAngles:

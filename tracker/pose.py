@@ -55,6 +55,8 @@ from typing import Literal, Mapping, Sequence
 import cv2
 import numpy as np
 
+from facewire.client.views import rot_x, rot_y, rot_z  # one definition of the elementary rotations
+
 from .runtime import ModelError, load_data_file
 
 PoseMethod = Literal["align", "pnp"]
@@ -122,21 +124,6 @@ class HeadPose:
 
 # --- rotations -------------------------------------------------------------------------------------
 
-def _rx(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-def _ry(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-def _rz(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 def _rotation_onto(direction: np.ndarray) -> np.ndarray:
     """The smallest rotation taking the z axis onto ``direction``."""
     d = direction / np.linalg.norm(direction)
@@ -151,7 +138,7 @@ def _rotation_onto(direction: np.ndarray) -> np.ndarray:
 
 def rotation_from_euler(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """R = Rx(-pitch) @ Ry(-yaw) @ Rz(roll), angles in degrees (see the module's convention)."""
-    return _rx(-math.radians(pitch)) @ _ry(-math.radians(yaw)) @ _rz(math.radians(roll))
+    return rot_x(-math.radians(pitch)) @ rot_y(-math.radians(yaw)) @ rot_z(math.radians(roll))
 
 
 def euler_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
@@ -198,13 +185,13 @@ def rotation_from_quaternion(q: Sequence[float]) -> np.ndarray:
 def aflw_angles(rotation: np.ndarray,
                 pitch_offset_deg: float = AFLW_PITCH_OFFSET_DEG) -> tuple[float, float, float]:
     """(pitch, yaw, roll) in degrees as AFLW2000-3D's Pose_Para reports them for this head rotation."""
-    yaw, pitch, roll = euler_from_rotation(rotation @ _rx(-math.radians(pitch_offset_deg)))
+    yaw, pitch, roll = euler_from_rotation(rotation @ rot_x(-math.radians(pitch_offset_deg)))
     return pitch, -yaw, roll
 
 
 def rotation_from_aflw(pitch: float, yaw: float, roll: float) -> np.ndarray:
     """The rotation AFLW2000-3D angles (degrees) describe, in AFLW's own head frame."""
-    return _rx(-math.radians(pitch)) @ _ry(math.radians(yaw)) @ _rz(math.radians(roll))
+    return rot_x(-math.radians(pitch)) @ rot_y(math.radians(yaw)) @ rot_z(math.radians(roll))
 
 
 def aflw_pitch_offsets(rotations: Sequence[np.ndarray], truth: np.ndarray) -> np.ndarray:
