@@ -12,7 +12,9 @@ How the graph is translated:
   the ONNX graph; the model input and outputs keep their TFLite shapes (one Transpose at each end).
 - fp16 weights (DEQUANTIZE) and sparse weights (DENSIFY) are folded into fp32 initializers here.
 - PRELU becomes ``Relu(x) + (-a) * Relu(-x)`` with the scalings as BatchNormalization, which
-  onnxruntime runs 2-2.5x as fast as its own PRelu (see ``Converter.op_prelu``).
+  onnxruntime runs 2-2.5x as fast as its own PRelu (see ``Converter.op_prelu``), and channel PAD
+  becomes an identity 1x1 convolution (see ``Converter.op_pad``): both keep onnxruntime's fast
+  blocked layout.
 - MediaPipe's three custom ops in the attention mesh are written with standard ops
   (see ``mediapipe_ops.py`` beside this file).
 
@@ -468,6 +470,19 @@ class Converter:
 
     def op_pad(self, op, ins, outs):
         paddings = self.const_value(ins[1]).astype(np.int64)
+        shape = self.tensors[ins[0]].shape
+        if len(shape) == 4 and not paddings[:3].any() and paddings[3, 0] == 0 and paddings[3, 1] > 0:
+            # Zero channels appended before a residual Add (BlazeFace's widening blocks). As a 1x1
+            # convolution with identity weights it gives the same numbers, but onnxruntime keeps it in
+            # its blocked NCHWc layout and folds the following Add into it; a Pad would force the
+            # tensor out of that layout and back, and the block's PRelu with it (8% of the mesh's time).
+            channels = shape[3]
+            weights = np.zeros((channels + int(paddings[3, 1]), channels, 1, 1), np.float32)
+            weights[np.arange(channels), np.arange(channels), 0, 0] = 1.0
+            y = self.graph.node("Conv", [self.runtime(ins[0]), self.graph.const(weights, "channel_pad")],
+                                [self.out_name(outs[0])], kernel_shape=[1, 1])[0]
+            self.set_output(outs[0], y)
+            return
         if paddings.shape[0] == 4:
             paddings = paddings[[0, 3, 1, 2]]
         pads = np.concatenate([paddings[:, 0], paddings[:, 1]])
