@@ -309,6 +309,8 @@ def facetracker_main(argv: list[str] | None = None, prog: str = "facetracker") -
     level = logging.DEBUG if args.verbose else logging.WARNING if args.silent else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
+    if not args.verbose:   # our own messages say what went wrong; OpenCV's backend chatter only confuses
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     if args.list_cameras:
         print(format_camera_list(list_cameras()))
         return EXIT_OK
