@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import json
 import logging
-import shutil
 import subprocess
 import sys
 import tempfile

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from facewire.tracker.detection import FaceDetector
-from facewire.tracker.landmarks import CROP_SIZE, Landmarker, roi_from_detection, roi_from_landmarks
+from facewire.tracker.landmarks import Landmarker, roi_from_detection, roi_from_landmarks
 from facewire.tracker.runtime import ModelRunner
 
 log = logging.getLogger("derive_mesh_topology")

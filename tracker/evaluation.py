@@ -15,7 +15,7 @@ import numpy as np
 
 from .analysis import Face, FaceAnalyzer, load_image
 from .detection import iou
-from .ibug68 import JAW, NON_JAW, nme, read_pts
+from .ibug68 import NON_JAW, nme, read_pts
 from .pose import aflw_angles
 
 log = logging.getLogger(__name__)
