@@ -26,6 +26,7 @@ from facewire.client.protocol import RECORD_SIZE, encode_datagram
 from .capture import (CameraNotFoundError, CameraSource, CaptureConfig, CaptureError, LatestFrameReader,
                       format_camera_list, list_cameras, open_source)
 from .drawing import draw_label, draw_points
+from .features import FeatureConfig
 from .openseeface import osf_model_points_image
 from .packets import OsfLogWriter, RecordBuilder, RecordOptions
 from .runtime import ModelError
@@ -136,7 +137,6 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         presence_threshold=0.5 if args.threshold is None else args.threshold,
         detection_threshold=args.detection_threshold, detector=args.detector, mesh=mesh_for_model(args.model),
         threads=max(1, args.max_threads))
-    from .features import FeatureConfig
     records = RecordOptions(gaze=bool(args.gaze_tracking), face_id_offset=args.face_id_offset,
                             feature_config=FeatureConfig(max_feature_updates_s=float(args.max_feature_updates)))
     output = OutputConfig(ip=args.ip, port=args.port, visualize=args.visualize, pnp_points=args.pnp_points,

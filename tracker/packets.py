@@ -103,8 +103,10 @@ class RecordBuilder:
         points66 = to_ibug68(points)[OSF66_FROM_IBUG68].astype(np.float64)
         pupils = pupils_of(points, self.options.gaze)
 
-        initial = state.pose if state.pose is not None and not face.new else initial_osf_pose(points66, image_size)
-        pose = solve_osf_pose(points66, image_size, initial)
+        if state.pose is None or face.new:
+            pose = initial_osf_pose(points66, image_size)     # already refined by OpenSeeFace's own fit
+        else:
+            pose = solve_osf_pose(points66, image_size, state.pose)
         state.pose = pose
         error = osf_pnp_error(points66, pose, image_size)
         confidence = face.mesh.presence

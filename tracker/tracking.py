@@ -115,7 +115,7 @@ class FaceTracker:
                     track.roi = None
             if not track.active:
                 track.missed += 1
-        self._tracks = [t for t in self._tracks if t.active or t.missed <= self.config.discard_after]
+        self._prune()
 
         self._since_scan += 1
         self._since_recheck += 1
@@ -128,6 +128,10 @@ class FaceTracker:
             found = self._recheck(image, found)
         found = self._drop_duplicates(found)
         return sorted(found, key=lambda f: f.id)
+
+    def _prune(self) -> None:
+        """Forget tracks lost for longer than ``discard_after`` frames."""
+        self._tracks = [t for t in self._tracks if t.active or t.missed <= self.config.discard_after]
 
     def _keep(self, track: _Track, mesh: MeshResult, new: bool) -> TrackedFace:
         track.roi = roi_from_landmarks(mesh.points)
@@ -223,5 +227,5 @@ class FaceTracker:
                         t.roi, t.missed = None, self.config.discard_after + 1
                 continue
             kept.append(face)
-        self._tracks = [t for t in self._tracks if t.active or t.missed <= self.config.discard_after]
+        self._prune()
         return kept
