@@ -11,7 +11,7 @@ How the graph is translated:
 - TFLite activations are NHWC, ONNX convolutions want NCHW. Every 4-D activation is kept NCHW inside
   the ONNX graph; the model input and outputs keep their TFLite shapes (one Transpose at each end).
 - fp16 weights (DEQUANTIZE) and sparse weights (DENSIFY) are folded into fp32 initializers here.
-- PRELU becomes ``Relu(x) + (-a) * Relu(-x)`` with the scalings as BatchNormalization, which
+- PRELU becomes ``x + (1 - a) * Relu(-x)`` with the scalings as BatchNormalization, which
   onnxruntime runs 2-2.5x as fast as its own PRelu (see ``Converter.op_prelu``), and channel PAD
   becomes an identity 1x1 convolution (see ``Converter.op_pad``): both keep onnxruntime's fast
   blocked layout.
@@ -44,6 +44,7 @@ except ImportError as exc:  # pragma: no cover - only without the convert extra
     raise SystemExit(f"convert_models.py needs the 'convert' extra: pip install -e '.[convert]' ({exc})")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import branch_fusion  # noqa: E402  (merges the attention mesh's parallel heads)
 import mediapipe_ops  # noqa: E402  (our ONNX versions of MediaPipe's custom ops)
 
 log = logging.getLogger("convert_models")
@@ -251,6 +252,12 @@ class Converter:
     model: object
     graph: OnnxGraph = field(default_factory=OnnxGraph)
     tensors: list[TensorInfo] = field(default_factory=list)
+    # TransformTensorBilinear ops that crop the same feature map with the same options, by op index:
+    # they are sampled together, and the attention heads that start at their outputs are merged
+    # into one wide branch (see branch_fusion.py).
+    crop_siblings: dict[int, list[int]] = field(default_factory=dict)
+    branch_seeds: list[branch_fusion.Group] = field(default_factory=list)
+    merge_branches: bool = True
 
     # -- tensor access -------------------------------------------------------------------------
     def load_tensors(self) -> None:
@@ -333,8 +340,9 @@ class Converter:
             if len(info.shape) == 4:
                 name = g.node("Transpose", [name], [g.unique(info.name + "_nchw")], perm=[0, 3, 1, 2])[0]
             info.onnx_name = name
+        self.find_crop_siblings()
         for i in range(sub.OperatorsLength()):
-            self.convert_op(sub.Operators(i))
+            self.convert_op(sub.Operators(i), i)
         graph_outputs = []
         for i in range(sub.OutputsLength()):
             idx = sub.Outputs(i)
@@ -350,6 +358,8 @@ class Converter:
         model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                   producer_name="facewire-convert_models", producer_version="1")
         model.ir_version = IR_VERSION
+        if self.branch_seeds and self.merge_branches:
+            model = branch_fusion.fuse_parallel_branches(model, self.branch_seeds)
         onnx.checker.check_model(model)
         return model
 
@@ -359,13 +369,27 @@ class Converter:
             return code.CustomCode().decode()
         return _BUILTIN_NAMES[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
 
-    def convert_op(self, op) -> None:
+    def find_crop_siblings(self) -> None:
+        sub = self.model.Subgraphs(0)
+        by_source: dict[tuple, list[int]] = {}
+        for i in range(sub.OperatorsLength()):
+            op = sub.Operators(i)
+            if self.op_name(op) == mediapipe_ops.TRANSFORM_TENSOR_BILINEAR:
+                options = bytes(op.CustomOptionsAsNumpy()) if op.CustomOptionsLength() else b""
+                by_source.setdefault((int(op.Inputs(0)), options), []).append(i)
+        for indices in by_source.values():
+            for i in indices:
+                self.crop_siblings[i] = indices
+
+    def convert_op(self, op, index: int) -> None:
         kind = self.op_name(op)
         ins = [int(i) for i in op.InputsAsNumpy()]
         outs = [int(i) for i in op.OutputsAsNumpy()]
         handler = getattr(self, f"op_{kind.lower()}", None)
         if handler is not None:
             handler(op, ins, outs)
+        elif kind == mediapipe_ops.TRANSFORM_TENSOR_BILINEAR and len(self.crop_siblings.get(index, [])) > 1:
+            self.crops_together(op, self.crop_siblings[index])
         elif kind in mediapipe_ops.CUSTOM_OPS:
             self.custom_op(kind, op, ins, outs)
         else:
@@ -441,12 +465,14 @@ class Converter:
         self.set_output(outs[0], self.graph.node("Relu", [self.runtime(ins[0])], [self.out_name(outs[0])])[0])
 
     def op_prelu(self, op, ins, outs):
-        """PRelu(x, a) = Relu(x) + (-a) * Relu(-x), with both per-channel scalings as BatchNormalization.
+        """PRelu(x, a) = x + (1 - a) * Relu(-x), with both per-channel scalings as BatchNormalization.
 
-        onnxruntime runs its own PRelu slowly; ``Relu(x) + a * Min(x, 0)`` is about twice as fast, and
-        spelling the scalings as BatchNormalization (which onnxruntime turns into blocked-layout
-        depthwise convolutions with the Relu fused) saves another 10-20%, because Min and broadcast
-        Mul would force the tensor out of the blocked NCHWc layout and back for every PRelu.
+        onnxruntime runs its own PRelu slowly (a generic broadcast kernel). Spelled with
+        BatchNormalization, which onnxruntime turns into blocked-layout (NCHWc) depthwise
+        convolutions, the first scaling takes the Relu fused and the second takes the Add fused, so
+        a PRelu costs two passes over the tensor and never leaves the blocked layout. (Min and a
+        broadcast Mul would force the tensor out of that layout and back; ``Relu(x) - a Relu(-x)``
+        needs a third pass for ``Relu(x)``.)
         """
         g = self.graph
         x = self.runtime(ins[0])
@@ -464,7 +490,7 @@ class Converter:
                                                  variance], epsilon=eps)[0]
 
         negative = g.node("Relu", [scale(x, -np.ones(channels, np.float32))])[0]
-        y = g.node("Add", [g.node("Relu", [x])[0], scale(negative, -slope)], [self.out_name(outs[0])])[0]
+        y = g.node("Add", [x, scale(negative, 1.0 - slope)], [self.out_name(outs[0])])[0]
         self.set_output(outs[0], y)
 
     def op_pad(self, op, ins, outs):
@@ -578,13 +604,35 @@ class Converter:
         for idx, name in zip(outs, out_names):
             self.set_output(idx, name)
 
+    def crops_together(self, op, siblings: list[int]) -> None:
+        """Sample every crop of one feature map at the first of them (the matrices exist by then)."""
+        outs = [int(self.model.Subgraphs(0).Operators(i).Outputs(0)) for i in siblings]
+        if self.tensors[outs[0]].onnx_name is not None:
+            return                                            # done with the first sibling
+        ops = [self.model.Subgraphs(0).Operators(i) for i in siblings]
+        options = mediapipe_ops.decode_custom_options(op.CustomOptionsAsNumpy() if op.CustomOptionsLength() else None)
+        features = int(op.Inputs(0))
+        matrices = [self.runtime(int(o.Inputs(1))) for o in ops]
+        stacked = mediapipe_ops.emit_transform_tensor_bilinear_batch(
+            self.graph, self.runtime(features), matrices, self.tensors[features].shape, options)
+        names = [self.out_name(i) for i in outs]
+        channels = [self.tensors[i].shape[-1] for i in outs]
+        self.graph.node("Split", [stacked, self.graph.const(np.array(channels, np.int64), "crop_channels")], names,
+                        axis=1)
+        for idx, name in zip(outs, names):
+            self.set_output(idx, name)
+        self.branch_seeds.append(branch_fusion.Group(tuple(names), tuple(channels), stacked))
 
-def convert_tflite(data: bytes) -> bytes:
-    """Translate one TFLite flatbuffer into a serialised ONNX model."""
+
+def convert_tflite(data: bytes, merge_branches: bool = True) -> bytes:
+    """Translate one TFLite flatbuffer into a serialised ONNX model.
+
+    ``merge_branches=False`` leaves parallel heads as they are (for checking the merge).
+    """
     model = tflite.Model.GetRootAsModel(data, 0)
     if model.SubgraphsLength() != 1:
         raise ConversionError("only single-subgraph models are supported")
-    return Converter(model).convert().SerializeToString()
+    return Converter(model, merge_branches=merge_branches).convert().SerializeToString()
 
 
 # ----------------------------------------------------------------------------------------------

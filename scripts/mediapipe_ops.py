@@ -364,6 +364,67 @@ def emit_transform_tensor_bilinear(
     return [e.op("Mul", sampled, mask, output=outputs[0])]
 
 
+def emit_transform_tensor_bilinear_batch(
+    g: GraphBuilder,
+    features: str,
+    matrices: list[str],
+    feature_shape: tuple[int, int, int, int],
+    options: dict | None,
+) -> str:
+    """Several crops of one NCHW feature map at once -> (1, K * C, OH, OW), crop after crop.
+
+    The same sampling as ``emit_transform_tensor_bilinear`` (bilinear taps inside the input,
+    exact zeros outside), written as one Gather of the four taps of every output pixel of every
+    crop and a weighted sum. onnxruntime's GridSample is slow on these small maps (about 0.15 ms
+    per crop); this costs about the same as one of them for all crops together, and its output is
+    already the channel-stacked tensor the merged attention heads read (see branch_fusion.py).
+    """
+    op = TRANSFORM_TENSOR_BILINEAR
+    if len(feature_shape) != 4 or feature_shape[0] != 1:
+        raise MediapipeOpError(f"{op} expects features shaped (1, H, W, C) in TFLite, got {feature_shape}")
+    out_h, out_w = _output_hw(options or {})
+    _, height, width, channels = feature_shape
+    crops = len(matrices)
+    e = _Emit(g, "ttb")
+
+    stacked = e.reshape(e.op("Concat", *matrices, axis=0), [crops, 16])
+    affine = e.gather(stacked, [[0, 1, 3], [4, 5, 7]], axis=1)  # (K, 2, 3): rows (m00 m01 m03), (m10 m11 m13)
+    oy, ox = np.meshgrid(np.arange(out_h), np.arange(out_w), indexing="ij")
+    centres = np.stack([ox.ravel() + 0.5, oy.ravel() + 0.5, np.ones(out_h * out_w)])  # (3, P)
+    uv = e.op("Sub", e.op("MatMul", affine, e.f32(centres, "centres")), e.f32(0.5, "half"))  # (K, 2, P)
+
+    limits = e.f32([[width - 1], [height - 1]], "limits")
+    in_range = e.op("And", e.op("GreaterOrEqual", uv, e.f32(0.0, "zero")), e.op("LessOrEqual", uv, limits))
+    inside = e.op("ReduceMin", e.op("Cast", in_range, to=1), axes=[1], keepdims=1)  # (K, 1, P), to=1: FLOAT
+
+    base = e.op("Floor", uv)
+    frac = e.op("Sub", uv, base)
+    first = e.op("Min", e.op("Max", base, e.f32(0.0, "zero")), limits)  # clamped taps; weight 0 where clamped
+    second = e.op("Min", e.op("Add", first, e.f32(1.0, "one")), limits)
+    # taps[k, axis (u, v), tap (first, second), p] and their weights (1 - frac, frac)
+    taps = e.op("Concat", e.op("Unsqueeze", first, e.i64([2], "ax2")), e.op("Unsqueeze", second, e.i64([2], "ax2")),
+                axis=2)
+    weights = e.op("Concat", e.op("Unsqueeze", e.op("Sub", e.f32(1.0, "one"), frac), e.i64([2], "ax2")),
+                   e.op("Unsqueeze", frac, e.i64([2], "ax2")), axis=2)
+    scaled_taps = e.op("Mul", taps, e.f32([[[1.0]], [[float(width)]]], "row_stride"))
+    # flat index = v * W + u and weight = w_v * w_u for the 2 x 2 taps: (K, 2 (v tap), 2 (u tap), P)
+    index = e.op("Add", e.op("Unsqueeze", e.gather(scaled_taps, 1, axis=1), e.i64([2], "ax2")),
+                 e.op("Unsqueeze", e.gather(scaled_taps, 0, axis=1), e.i64([1], "ax1")))
+    weight = e.op("Mul", e.op("Unsqueeze", e.gather(weights, 1, axis=1), e.i64([2], "ax2")),
+                  e.op("Unsqueeze", e.gather(weights, 0, axis=1), e.i64([1], "ax1")))
+    index = e.op("Cast", e.reshape(index, [crops, 4, out_h * out_w]), to=7)  # to=7: INT64
+    weight = e.op("Mul", e.reshape(weight, [crops, 4, out_h * out_w]), inside)
+
+    # Gathering whole pixels (rows of C values) is several times faster than gathering along
+    # the pixel axis of a (C, H*W) map, so the map is read pixel-major.
+    pixels = e.op("Transpose", e.reshape(features, [channels, height * width]), perm=[1, 0])  # (H*W, C)
+    read = e.op("Gather", pixels, index, axis=0)  # (K, 4, P, C)
+    weight = e.op("Unsqueeze", weight, e.i64([3], "ax3"))
+    summed = e.op("ReduceSum", e.op("Mul", read, weight), e.i64([1], "ax1"), keepdims=0)  # (K, P, C)
+    crop_major = e.op("Transpose", summed, perm=[0, 2, 1])  # (K, C, P)
+    return e.reshape(crop_major, [1, crops * channels, out_h, out_w])
+
+
 def emit_transform_landmarks(
     g: GraphBuilder,
     inputs: list[str],

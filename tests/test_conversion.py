@@ -69,6 +69,28 @@ def real_inputs():
     return inputs
 
 
+def test_merged_attention_heads_compute_what_the_separate_heads_compute(tflite_files):
+    """The committed attention mesh (five heads merged into one wide branch) against the same
+    conversion with the heads left apart, on real face crops: same numbers to float rounding."""
+    separate = convert_models.convert_tflite(tflite_files["face_landmark_with_attention"].read_bytes(),
+                                             merge_branches=False)
+    import onnx
+    merged_nodes = len(onnx.load(str(REPO / "models" / "face_landmark_with_attention.onnx")).graph.node)
+    assert merged_nodes < 0.7 * len(onnx.load_from_string(separate).graph.node)
+    ort = pytest.importorskip("onnxruntime")
+    reference = ort.InferenceSession(separate, providers=["CPUExecutionProvider"])
+    session = make_session("face_landmark_with_attention")
+    inputs = real_inputs()["face_landmark"]
+    assert len(inputs) >= 6
+    worst = 0.0
+    for x in inputs:
+        for ours, ref in zip(session.run(None, {session.get_inputs()[0].name: x}),
+                             reference.run(None, {reference.get_inputs()[0].name: x})):
+            assert ours.shape == ref.shape
+            worst = max(worst, float(np.abs(ours - ref).max()))
+    assert worst < 1e-3, f"merged heads differ from separate heads by {worst:.2e}"
+
+
 @pytest.mark.parametrize("name", ["face_detection_short_range", "face_detection_full_range", "face_landmark",
                                   "iris_landmark"])
 def test_onnx_matches_tflite_on_real_face_crops(name, tflite_files):

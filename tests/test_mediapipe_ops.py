@@ -309,6 +309,34 @@ def test_transform_tensor_bilinear_onnx_matches_reference(
     assert saw_outside and saw_inside, "inputs did not exercise both in-range and out-of-range samples"
 
 
+def test_crops_sampled_together_match_the_reference_crop_by_crop(model_ops: list[CustomOp]) -> None:
+    """All of the model's crops of one feature map in one subgraph (as the converter emits them):
+    channel block k of the output is crop k, equal to the reference sampling."""
+    rng = np.random.default_rng(12)
+    ops = _ops_of(model_ops, mpo.TRANSFORM_TENSOR_BILINEAR)
+    feat_shape = ops[0].input_shapes[0]
+    out_h, out_w, channels = ops[0].output_shape[1:]
+    g = StandInGraph()
+    names = [f"matrix{k}" for k in range(len(ops))]
+    stacked = mpo.emit_transform_tensor_bilinear_batch(g, "features", names, feat_shape, ops[0].options)
+    g.node("Identity", [stacked], ["crops"])
+    nchw = (1, feat_shape[3], feat_shape[1], feat_shape[2])
+    session = g.session({"features": nchw, **{n: (1, 4, 4) for n in names}},
+                        {"crops": (1, len(ops) * channels, out_h, out_w)})
+    saw_outside = False
+    for jitter in (10.0, 90.0, 90.0):
+        features = rng.normal(0, 1, feat_shape).astype(np.float32)
+        landmarks = plausible_mesh(rng, centre_jitter=jitter) * LANDMARK_TO_FEATURE_SCALE
+        matrices = [_matrix_for(model_ops, op, landmarks) for op in ops]
+        (got,) = session.run(None, {"features": np.ascontiguousarray(features.transpose(0, 3, 1, 2)),
+                                    **dict(zip(names, matrices))})
+        for k, (op, matrix) in enumerate(zip(ops, matrices)):
+            expected = mpo.transform_tensor_bilinear_np(features, matrix, op.options)
+            _assert_close(got[0, k * channels:(k + 1) * channels].transpose(1, 2, 0)[None], expected)
+            saw_outside |= bool(np.all(expected == 0, axis=-1).any())
+    assert saw_outside, "inputs did not push any crop past the feature map's edge"
+
+
 def test_transform_landmarks_onnx_matches_reference(model_ops: list[CustomOp]) -> None:
     rng = np.random.default_rng(13)
     producers = _ops_of(model_ops, mpo.LANDMARKS_TO_TRANSFORM_MATRIX)
