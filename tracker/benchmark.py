@@ -71,7 +71,7 @@ def time_stages(frames: list[np.ndarray], tracking: TrackingConfig | None = None
         _, ms = _timed(detector.detect, image)
         times[names[0]].append(ms)
         roi = roi_from_landmarks(faces[0].mesh.points)
-        tensor, ms = _timed(Landmarker.preprocess, image, roi)
+        tensor, ms = _timed(landmarker.prepare, image, roi)
         times[names[1]].append(ms)
         outputs, ms = _timed(landmarker.infer, tensor)
         times[names[2]].append(ms)

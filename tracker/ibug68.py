@@ -71,8 +71,12 @@ class Ibug68Mapping:
             raise ModelError(f"{source}: the weights of every point must sum to 1")
         return cls(vertices, weights, mesh_kind)
 
+    def rows(self, index: np.ndarray) -> "Ibug68Mapping":
+        """The mapping of only the points ``index`` (in that order): ``apply`` then gives just those."""
+        return Ibug68Mapping(self.vertices[index], self.weights[index], self.mesh_kind)
+
     def apply(self, points: np.ndarray) -> np.ndarray:
-        """(N >= 468, 2 or 3) mesh points in pixels -> (68, 2) float32 iBUG points."""
+        """(N >= 468, 2 or 3) mesh points in pixels -> (68, 2) float32 iBUG points (or the ``rows`` chosen)."""
         pts = np.asarray(points)
         if pts.ndim != 2 or pts.shape[0] < 468 or pts.shape[1] < 2:
             raise ValueError(f"expected mesh points of shape (468 or 478, 2 or 3), got {pts.shape}")

@@ -18,7 +18,7 @@ import numpy as np
 from facewire.client.protocol import FEATURE_NAMES, OpenSeeFaceRecord
 
 from .features import FeatureConfig, FeatureExtractor, Features
-from .ibug68 import to_ibug68
+from .ibug68 import default_mapping
 from .openseeface import (OSF66_FROM_IBUG68, OsfPose, osf_eye_open, osf_pnp_error, osf_points3d, osf_pose_from_rvec,
                           osf_updates_features, solve_osf_pose)
 from .tracking import TrackedFace
@@ -45,10 +45,13 @@ class RecordOptions:
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
 
 
+_PUPILS = np.array([RIGHT_PUPIL, LEFT_PUPIL], np.intp)
+
+
 def pupils_of(points: np.ndarray, gaze: bool) -> np.ndarray:
     """(2, 2) image points of the subject's right and left pupil (eye centres without irises)."""
     if gaze and len(points) >= 478:
-        return points[[RIGHT_PUPIL, LEFT_PUPIL], :2].astype(np.float64)
+        return points[_PUPILS, :2].astype(np.float64)
     return np.stack([points[list(RIGHT_EYE_CORNERS), :2].mean(axis=0),
                      points[list(LEFT_EYE_CORNERS), :2].mean(axis=0)]).astype(np.float64)
 
@@ -82,6 +85,8 @@ class RecordBuilder:
     def __init__(self, options: RecordOptions | None = None) -> None:
         self.options = options or RecordOptions()
         self._states: dict[int, FaceState] = {}
+        # OSF's 66 points straight from the mesh: the iBUG-68 view's rows in OSF's order.
+        self._osf66_view = default_mapping().rows(OSF66_FROM_IBUG68)
 
     def forget_except(self, ids: set[int]) -> None:
         """Drop the state of faces the tracker has discarded."""
@@ -100,7 +105,7 @@ class RecordBuilder:
         if state is None:
             state = self._states[face.id] = FaceState(FeatureExtractor(self.options.feature_config))
         points = face.mesh.points
-        points66 = to_ibug68(points)[OSF66_FROM_IBUG68].astype(np.float64)
+        points66 = self._osf66_view.apply(points).astype(np.float64)
         pupils = pupils_of(points, self.options.gaze)
 
         if state.pose is None or face.new:

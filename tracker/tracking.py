@@ -77,8 +77,9 @@ class _Track:
 
 
 def landmark_box(points: np.ndarray) -> np.ndarray:
-    xy = points[:, :2]
-    return np.concatenate([xy.min(axis=0), xy.max(axis=0)]).astype(np.float32)
+    """(x0, y0, x1, y1) float32 bounding box of the points' x and y."""
+    x, y = points[:, 0], points[:, 1]
+    return np.array([x.min(), y.min(), x.max(), y.max()], np.float32)
 
 
 class FaceTracker:
