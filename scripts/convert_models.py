@@ -257,6 +257,7 @@ class Converter:
     # into one wide branch (see branch_fusion.py).
     crop_siblings: dict[int, list[int]] = field(default_factory=dict)
     branch_seeds: list[branch_fusion.Group] = field(default_factory=list)
+    nhwc_inputs: dict[int, str] = field(default_factory=dict)    # 4-D graph inputs (TFLite NHWC)
     merge_branches: bool = True
 
     # -- tensor access -------------------------------------------------------------------------
@@ -339,6 +340,7 @@ class Converter:
             name = info.name
             if len(info.shape) == 4:
                 name = g.node("Transpose", [name], [g.unique(info.name + "_nchw")], perm=[0, 3, 1, 2])[0]
+                self.nhwc_inputs[idx] = info.name
             info.onnx_name = name
         self.find_crop_siblings()
         for i in range(sub.OperatorsLength()):
@@ -353,6 +355,9 @@ class Converter:
             else:
                 g.node("Identity", [src], [info.name])
             graph_outputs.append(helper.make_tensor_value_info(info.name, TensorProto.FLOAT, list(info.shape)))
+        # An input whose only reader took it in NHWC (see _conv) leaves its Transpose unread.
+        read = {t for n in g.nodes for t in n.input} | {o.name for o in graph_outputs}
+        g.nodes = [n for n in g.nodes if n.op_type != "Transpose" or n.output[0] in read]
         onnx_graph = helper.make_graph(g.nodes, "mediapipe_converted", graph_inputs, graph_outputs,
                                        initializer=g.initializers)
         model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -429,15 +434,32 @@ class Converter:
             left, right = _same_pads(in_w, kw, opts.StrideW(), dil_w)
         else:
             top = bottom = left = right = 0
-        inputs = [self.runtime(ins[0]), self.graph.const(weights, self.tensors[ins[1]].name)]
+        strides = [opts.StrideH(), opts.StrideW()]
+        source = self.runtime(ins[0])
+        if not depthwise and ins[0] in self.nhwc_inputs and self.readers(ins[0]) == 1 and dil_w == 1:
+            # The model's first convolution reads the NHWC input directly: an (H, W, C) image is a
+            # one-channel (H, W * C) image in which a pixel's C values sit side by side, so a kw x kh
+            # kernel becomes (kw * C) x kh with stride sw * C. This saves the input Transpose, which
+            # onnxruntime does slowly for three channels.
+            source = self.graph.node("Reshape", [self.nhwc_inputs[ins[0]],
+                                                 self.graph.const(np.array([1, 1, in_h, in_w * in_c], np.int64),
+                                                                  "as_one_channel")])[0]
+            weights = np.ascontiguousarray(weights.transpose(0, 2, 3, 1).reshape(weights.shape[0], 1, kh, kw * in_c))
+            kw, strides[1], left, right = kw * in_c, strides[1] * in_c, left * in_c, right * in_c
+        inputs = [source, self.graph.const(weights, self.tensors[ins[1]].name)]
         if len(ins) > 2 and ins[2] >= 0:
             inputs.append(self.graph.const(self.const_value(ins[2]).astype(np.float32), self.tensors[ins[2]].name))
         fused = opts.FusedActivationFunction()
         target = self.out_name(outs[0]) if fused == tflite.ActivationFunctionType.NONE else self.graph.unique(
             self.tensors[outs[0]].name + "_pre")
-        y = self.graph.node("Conv", inputs, [target], kernel_shape=[kh, kw], strides=[opts.StrideH(), opts.StrideW()],
+        y = self.graph.node("Conv", inputs, [target], kernel_shape=[kh, kw], strides=strides,
                             dilations=[dil_h, dil_w], pads=[top, left, bottom, right], group=group)[0]
         self.set_output(outs[0], self.activation(y, fused, outs[0]))
+
+    def readers(self, idx: int) -> int:
+        """How many operators read tensor ``idx``."""
+        sub = self.model.Subgraphs(0)
+        return sum(int(i) == idx for k in range(sub.OperatorsLength()) for i in sub.Operators(k).InputsAsNumpy())
 
     def op_conv_2d(self, op, ins, outs):
         self._conv(op, ins, outs, depthwise=False)
