@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from .detection import Detection
-from .runtime import ModelRunner, load_data_file
+from .runtime import BoundRunner, ModelRunner, load_data_file
 
 MeshKind = Literal["attention", "mesh"]
 
@@ -149,6 +149,7 @@ class Landmarker:
         self._cropper = RgbCropper()
         # Reused: a fresh 442 kB array per frame can cost more in page faults than filling it.
         self._input = np.empty((1, CROP_SIZE, CROP_SIZE, 3), np.float32)
+        self._bound = BoundRunner(self._runner, self._input)
         if kind == "attention":
             topology = load_data_file("mesh_topology.npz")
             self._refine = [(topology[key].astype(np.int64)) for key in
@@ -158,6 +159,10 @@ class Landmarker:
             # Irises go to 468..472 (subject's right) and 473..477 (subject's left); the model's
             # "left" heads look at the image's left, i.e. the subject's right eye.
             self._iris_order = (1, 0) if bool(topology["right_eye_is_subject_right"]) else (0, 1)
+            # The same, flattened for one assignment each: rows the lips and eye heads overwrite (in
+            # head order), and the vertices whose mean depth each iris takes (in output order).
+            self._refined_rows = np.concatenate(self._refine)
+            self._iris_depth_rows = np.stack([self._iris_depth[head] for head in self._iris_order])
 
     @staticmethod
     def preprocess(image: np.ndarray, roi: Roi) -> np.ndarray:
@@ -174,24 +179,25 @@ class Landmarker:
         return self._runner(tensor)
 
     def __call__(self, image: np.ndarray, roi: Roi) -> MeshResult:
-        outputs = self._runner(self.prepare(image, roi))
+        self.prepare(image, roi)
+        outputs = self._bound()
         points = self.assemble(outputs)
         return MeshResult(roi.points_to_image(points, CROP_SIZE), _sigmoid(float(outputs[-1].ravel()[0])), roi)
 
     def assemble(self, outputs: list[np.ndarray]) -> np.ndarray:
-        """Model outputs -> (N, 3) crop coordinates; the attention heads refine lips, eyes and add irises."""
+        """Model outputs -> (N, 3) crop coordinates; the attention heads refine lips, eyes and add irises.
+
+        Outputs in model order: mesh, lips, left eye, right eye, left iris, right iris (the model's
+        "left" is the image's left). Iris points take the mean depth of the mesh around their eye.
+        """
         mesh = outputs[0].reshape(468, 3)
         if self.kind == "mesh":
             return mesh
-        lips, left_eye, right_eye, left_iris, right_iris = (o.reshape(-1, 2) for o in outputs[1:6])
         points = np.empty((478, 3), np.float32)
         points[:468] = mesh
-        for idx, refined in zip(self._refine, (lips, left_eye, right_eye)):
-            points[idx, :2] = refined
-        irises = (left_iris, right_iris)
-        for k, head in enumerate(self._iris_order):
-            iris, depth_idx = irises[head], self._iris_depth[head]
-            rows = slice(468 + 5 * k, 473 + 5 * k)
-            points[rows, :2] = iris
-            points[rows, 2] = mesh[depth_idx, 2].mean()
+        points[self._refined_rows, :2] = np.concatenate([o.reshape(-1, 2) for o in outputs[1:4]])
+        irises = outputs[4:6]
+        points[468:, :2] = np.concatenate([irises[head].reshape(5, 2) for head in self._iris_order])
+        depth = np.add.reduce(mesh[self._iris_depth_rows, 2], axis=1) / np.float32(self._iris_depth_rows.shape[1])
+        points[468:, 2] = np.repeat(depth, 5)
         return points

@@ -108,6 +108,34 @@ class ModelRunner:
         return self.session.run(self.output_names, {self.input_name: x})
 
 
+class BoundRunner:
+    """A model bound once to a fixed input array and fixed output arrays.
+
+    Each call runs the model on whatever the input array holds now and overwrites the output arrays,
+    so onnxruntime neither copies the input nor allocates outputs per frame (about 2% of the mesh's
+    time). The outputs are only valid until the next call; not for several threads at once.
+    """
+
+    def __init__(self, runner: ModelRunner, input_array: np.ndarray) -> None:
+        if input_array.dtype != np.float32 or not input_array.flags.c_contiguous:
+            raise ValueError("the bound input must be a C-contiguous float32 array")
+        self._session = runner.session
+        self._binding = runner.session.io_binding()
+        self._binding.bind_cpu_input(runner.input_name, input_array)
+        self.outputs: list[np.ndarray] = []
+        for meta in runner.session.get_outputs():
+            if not all(isinstance(d, int) for d in meta.shape):
+                raise ValueError(f"output {meta.name} has no fixed shape {meta.shape}; cannot bind it")
+            array = np.empty(meta.shape, np.float32)
+            self._binding.bind_output(meta.name, "cpu", 0, np.float32, array.shape, array.ctypes.data)
+            self.outputs.append(array)
+        self._input = input_array     # keeps the bound memory alive
+
+    def __call__(self) -> list[np.ndarray]:
+        self._session.run_with_iobinding(self._binding)
+        return self.outputs
+
+
 @lru_cache(maxsize=None)
 def load_data_file(name: str) -> dict[str, np.ndarray]:
     """A small derived data file shipped in models/ (e.g. the 68-point mapping, the reference face)."""
