@@ -111,9 +111,23 @@ class _Fuser:
         index = np.concatenate([np.arange(offsets[i], offsets[i] + source.channels[i]) for i in picks])
         fused = self.name("select")
         self.emit(position, "Gather", [source.fused, self.const_i64(index)], [fused], axis=1)
+        fused = self.blocked(fused, len(index), position)
         group = Group(tensors, tuple(source.channels[i] for i in picks), fused)
         self.groups[tensors] = group
         return group
+
+    def blocked(self, tensor: str, channels: int, position: float) -> str:
+        """``tensor`` through an identity depthwise 1x1 convolution.
+
+        onnxruntime keeps convolution results in its blocked (NCHWc) layout and runs the elementwise
+        ops that read them there too, but an Add or BatchNormalization that reads a plain tensor
+        (a Gather's, a Reshape's) stays in plain layout, with conversions around it. Passing the plain
+        tensor through this no-op convolution converts it once for all its readers.
+        """
+        out = self.name("blocked")
+        weights = self.const(np.ones((channels, 1, 1, 1), np.float32), "identity_w")
+        self.emit(position + 0.1, "Conv", [tensor, weights], [out], kernel_shape=[1, 1], group=channels)
+        return out
 
     # -- fusing one row of siblings --------------------------------------------------------------
     def fuse(self, indices: list[int]) -> bool:
@@ -158,6 +172,8 @@ class _Fuser:
     def run(self, seed_groups: list[Group]) -> onnx.ModelProto:
         seeds: dict[str, str] = {}
         for g, group in enumerate(seed_groups):
+            position = max(self.producer[m] for m in group.members) + 0.5
+            group = Group(group.members, group.channels, self.blocked(group.fused, sum(group.channels), position))
             self.groups[group.members] = group
             for name in group.members:
                 seeds[name] = f"seed{g}"

@@ -417,7 +417,9 @@ def emit_transform_tensor_bilinear_batch(
 
     # Gathering whole pixels (rows of C values) is several times faster than gathering along
     # the pixel axis of a (C, H*W) map, so the map is read pixel-major.
-    pixels = e.op("Transpose", e.reshape(features, [channels, height * width]), perm=[1, 0])  # (H*W, C)
+    # (Transposing the NCHW map to NHWC first lets onnxruntime write it pixel-major straight out of its
+    # blocked layout, with no separate transpose.)
+    pixels = e.reshape(e.op("Transpose", features, perm=[0, 2, 3, 1]), [height * width, channels])  # (H*W, C)
     read = e.op("Gather", pixels, index, axis=0)  # (K, 4, P, C)
     weight = e.op("Unsqueeze", weight, e.i64([3], "ax3"))
     summed = e.op("ReduceSum", e.op("Mul", read, weight), e.i64([1], "ax1"), keepdims=0)  # (K, P, C)
