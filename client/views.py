@@ -68,6 +68,7 @@ functions raise :class:`PoseUnavailableError`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -237,23 +238,25 @@ def osf_quaternion(rotation: np.ndarray) -> np.ndarray:
     """The wire quaternion (x, y, z, w) OpenSeeFace writes for PnP rotation ``rotation``.
 
     It is the quaternion of ``rotation.T``, with the sign chosen by the branch test of
-    M. Day's matrix-to-quaternion method, as OpenSeeFace does.
+    M. Day's matrix-to-quaternion method, as OpenSeeFace does. (Plain floats: the tracker calls
+    this every frame, and nine numpy scalar reads cost more than the arithmetic.)
     """
-    m = np.asarray(rotation, dtype=np.float64)
-    if m[2, 2] < 0:
-        if m[0, 0] > m[1, 1]:
-            t = 1 + m[0, 0] - m[1, 1] - m[2, 2]
-            q = [t, m[0, 1] + m[1, 0], m[2, 0] + m[0, 2], m[1, 2] - m[2, 1]]
+    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = np.asarray(rotation, dtype=np.float64).tolist()
+    if m22 < 0:
+        if m00 > m11:
+            t = 1 + m00 - m11 - m22
+            q = [t, m01 + m10, m20 + m02, m12 - m21]
         else:
-            t = 1 - m[0, 0] + m[1, 1] - m[2, 2]
-            q = [m[0, 1] + m[1, 0], t, m[1, 2] + m[2, 1], m[2, 0] - m[0, 2]]
-    elif m[0, 0] < -m[1, 1]:
-        t = 1 - m[0, 0] - m[1, 1] + m[2, 2]
-        q = [m[2, 0] + m[0, 2], m[1, 2] + m[2, 1], t, m[0, 1] - m[1, 0]]
+            t = 1 - m00 + m11 - m22
+            q = [m01 + m10, t, m12 + m21, m20 - m02]
+    elif m00 < -m11:
+        t = 1 - m00 - m11 + m22
+        q = [m20 + m02, m12 + m21, t, m01 - m10]
     else:
-        t = 1 + m[0, 0] + m[1, 1] + m[2, 2]
-        q = [m[1, 2] - m[2, 1], m[2, 0] - m[0, 2], m[0, 1] - m[1, 0], t]
-    return np.array(q) * (0.5 / np.sqrt(t))
+        t = 1 + m00 + m11 + m22
+        q = [m12 - m21, m20 - m02, m01 - m10, t]
+    scale = 0.5 / math.sqrt(t)
+    return np.array([v * scale for v in q])
 
 
 def osf_euler(rotation: np.ndarray) -> np.ndarray:
@@ -261,11 +264,11 @@ def osf_euler(rotation: np.ndarray) -> np.ndarray:
 
     Same values as OpenCV's ``RQDecomp3x3`` for a rotation matrix (y in [-90, 90]).
     """
-    m = np.asarray(rotation, dtype=np.float64)
-    ey = -np.arcsin(np.clip(m[2, 0], -1.0, 1.0))
-    ex = np.arctan2(m[2, 1], m[2, 2])
-    ez = np.arctan2(m[1, 0], m[0, 0])
-    return np.degrees([ex, ey, ez])
+    (m00, _, _), (m10, _, _), (m20, m21, m22) = np.asarray(rotation, dtype=np.float64).tolist()
+    ey = -math.asin(min(max(m20, -1.0), 1.0))
+    ex = math.atan2(m21, m22)
+    ez = math.atan2(m10, m00)
+    return np.array([math.degrees(ex), math.degrees(ey), math.degrees(ez)])
 
 
 # --- head pose -------------------------------------------------------------------------------
