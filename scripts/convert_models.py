@@ -375,14 +375,19 @@ class Converter:
         return _BUILTIN_NAMES[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
 
     def find_crop_siblings(self) -> None:
+        """Group the custom ops that are emitted together: crops of one feature map with the same
+        options, and crop matrices made from landmark tensors of the same shape."""
         sub = self.model.Subgraphs(0)
-        by_source: dict[tuple, list[int]] = {}
+        groups: dict[tuple, list[int]] = {}
         for i in range(sub.OperatorsLength()):
             op = sub.Operators(i)
-            if self.op_name(op) == mediapipe_ops.TRANSFORM_TENSOR_BILINEAR:
+            kind = self.op_name(op)
+            if kind == mediapipe_ops.TRANSFORM_TENSOR_BILINEAR:
                 options = bytes(op.CustomOptionsAsNumpy()) if op.CustomOptionsLength() else b""
-                by_source.setdefault((int(op.Inputs(0)), options), []).append(i)
-        for indices in by_source.values():
+                groups.setdefault((kind, int(op.Inputs(0)), options), []).append(i)
+            elif kind == mediapipe_ops.LANDMARKS_TO_TRANSFORM_MATRIX:
+                groups.setdefault((kind, self.tensors[int(op.Inputs(0))].shape), []).append(i)
+        for indices in groups.values():
             for i in indices:
                 self.crop_siblings[i] = indices
 
@@ -395,6 +400,8 @@ class Converter:
             handler(op, ins, outs)
         elif kind == mediapipe_ops.TRANSFORM_TENSOR_BILINEAR and len(self.crop_siblings.get(index, [])) > 1:
             self.crops_together(op, self.crop_siblings[index])
+        elif kind == mediapipe_ops.LANDMARKS_TO_TRANSFORM_MATRIX and self.matrices_together(self.crop_siblings[index]):
+            pass
         elif kind in mediapipe_ops.CUSTOM_OPS:
             self.custom_op(kind, op, ins, outs)
         else:
@@ -625,6 +632,24 @@ class Converter:
         mediapipe_ops.custom_op_emitter(kind)(self.graph, in_names, out_names, options, in_shapes, nchw)
         for idx, name in zip(outs, out_names):
             self.set_output(idx, name)
+
+    def matrices_together(self, siblings: list[int]) -> bool:
+        """Make all crop matrices at the first of them, when their landmarks exist by then."""
+        ops = [self.model.Subgraphs(0).Operators(i) for i in siblings]
+        outs = [int(o.Outputs(0)) for o in ops]
+        if self.tensors[outs[0]].onnx_name is not None:
+            return True                                       # done with the first sibling
+        ins = [int(o.Inputs(0)) for o in ops]
+        if len(ops) < 2 or any(self.tensors[i].onnx_name is None for i in ins):
+            return False
+        options = [mediapipe_ops.decode_custom_options(o.CustomOptionsAsNumpy() if o.CustomOptionsLength() else None)
+                   for o in ops]
+        names = [self.out_name(i) for i in outs]
+        mediapipe_ops.emit_landmarks_to_transform_matrix_batch(
+            self.graph, [self.runtime(i) for i in ins], names, options, self.tensors[ins[0]].shape[1])
+        for idx, name in zip(outs, names):
+            self.set_output(idx, name)
+        return True
 
     def crops_together(self, op, siblings: list[int]) -> None:
         """Sample every crop of one feature map at the first of them (the matrices exist by then)."""

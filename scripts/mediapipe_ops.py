@@ -311,6 +311,71 @@ def emit_landmarks_to_transform_matrix(
     return [e.reshape(full, [1, 4, 4], output=outputs[0])]
 
 
+def emit_landmarks_to_transform_matrix_batch(
+    g: GraphBuilder,
+    inputs: list[str],
+    outputs: list[str],
+    options: list[dict],
+    landmark_count: int,
+) -> str:
+    """Several crop matrices at once: K landmark tensors (1, N, 3) with K option sets -> (K, 4, 4).
+
+    The same maths as ``emit_landmarks_to_transform_matrix``, with every per-crop choice (rotation
+    landmarks, subset, target angle, size, scale) turned into a constant with a leading crop axis.
+    Subsets of different lengths are padded by repeating their first index, which leaves the box's
+    extremes unchanged. The attention mesh makes three matrices from one mesh: one subgraph of ~40
+    nodes instead of three of ~40, which onnxruntime runs in about half the time. ``outputs`` gets
+    the K matrices as (1, 4, 4); the (K, 4, 4) stack is returned as well.
+    """
+    op = LANDMARKS_TO_TRANSFORM_MATRIX
+    if len(inputs) != len(options) or len(outputs) != len(options) or not inputs:
+        raise MediapipeOpError(f"{op} batch needs one input, one output and one option set per crop")
+    parsed = [_matrix_options(o or {}) for o in options]
+    n = landmark_count
+    for left, right, subset, *_ in parsed:
+        if max([left, right, *subset]) >= n:
+            raise MediapipeOpError(f"{op} indexes landmark {max([left, right, *subset])} of only {n}")
+    crops = len(inputs)
+    e = _Emit(g, "l2tm")
+    base = np.arange(crops)[:, None] * n                                 # row of crop k in the flat table
+    longest = max(len(p[2]) for p in parsed)
+    subsets = np.array([p[2] + [p[2][0]] * (longest - len(p[2])) for p in parsed]) + base
+    lefts = np.array([[p[0]] for p in parsed]) + base
+    rights = np.array([[p[1]] for p in parsed]) + base
+    targets = np.array([p[3] for p in parsed])
+    ct, st = np.cos(targets), np.sin(targets)
+
+    stacked = e.op("Concat", *inputs, axis=0)                                             # (K, N, 3)
+    xy = e.reshape(e.slice(stacked, 0, 2, axis=2), [crops * n, 2])
+    d = e.op("Sub", e.reshape(e.gather(xy, rights), [crops, 2]), e.reshape(e.gather(xy, lefts), [crops, 2]))
+    norm = e.op("Sqrt", e.op("ReduceSum", e.op("Mul", d, d), e.i64([1], "ax1"), keepdims=1))   # (K, 1)
+    degenerate = e.op("Equal", norm, e.f32(0.0, "zero"))
+    unit = e.op("Div", d, e.op("Where", degenerate, e.f32(1.0, "one"), norm))
+    unit = e.op("Where", degenerate, e.f32([1.0, 0.0], "unit_x"), unit)                   # (cos th, sin th)
+    target = np.stack([np.stack([ct, st], -1), np.stack([st, -ct], -1)], 1)               # (K, 2, 2)
+    cos_sin = e.op("MatMul", e.op("Unsqueeze", unit, e.i64([1], "ax1")), e.f32(target, "target"))  # (K, 1, 2)
+    rot_neg = e.reshape(e.op("MatMul", cos_sin, e.f32([[1, 0, 0, 1], [0, 1, -1, 0]], "rneg")), [crops, 2, 2])
+    rot_pos = e.reshape(e.op("MatMul", cos_sin, e.f32([[1, 0, 0, 1], [0, -1, 1, 0]], "rpos")), [crops, 2, 2])
+
+    rotated = e.op("MatMul", e.gather(xy, subsets), rot_neg)                              # (K, S, 2)
+    by_coord = e.op("Transpose", rotated, perm=[0, 2, 1])                                 # (K, 2, S)
+    hi = e.reshape(e.op("GlobalMaxPool", by_coord), [crops, 1, 2])
+    lo = e.op("Neg", e.reshape(e.op("GlobalMaxPool", e.op("Neg", by_coord)), [crops, 1, 2]))
+    middle = e.op("Mul", e.op("Add", hi, lo), e.f32(0.5, "half"))
+    centre = e.op("MatMul", middle, rot_pos)                                              # (K, 1, 2)
+    scale = [[[p[6] / p[4], p[7] / p[5]]] for p in parsed]
+    k = e.op("Mul", e.op("Sub", hi, lo), e.f32(scale, "scale"))
+    linear = e.op("Mul", rot_neg, k)                                                      # scales the columns
+    half_out = [[[p[4] / 2.0], [p[5] / 2.0]] for p in parsed]
+    shift = e.op("Sub", e.op("Transpose", centre, perm=[0, 2, 1]), e.op("MatMul", linear, e.f32(half_out, "half_out")))
+
+    top = e.op("Concat", linear, e.f32(np.zeros((crops, 2, 1)), "zero_col"), shift, axis=2)   # (K, 2, 4)
+    bottom = np.broadcast_to(np.array([[0, 0, 1, 0], [0, 0, 0, 1]], np.float32), (crops, 2, 4))
+    full = e.op("Concat", top, e.f32(bottom, "bottom"), axis=1)                           # (K, 4, 4)
+    g.node("Split", [full, e.i64([1] * crops, "ones")], list(outputs), axis=0)
+    return full
+
+
 def emit_transform_tensor_bilinear(
     g: GraphBuilder,
     inputs: list[str],

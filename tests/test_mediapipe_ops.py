@@ -238,6 +238,30 @@ def test_landmarks_to_transform_matrix_onnx_matches_reference(model_ops: list[Cu
             _assert_close(got, mpo.landmarks_to_transform_matrix_np(landmarks, op.options))
 
 
+def test_crop_matrices_made_together_match_the_reference(model_ops: list[CustomOp]) -> None:
+    """All of the model's crop matrices in one subgraph (as the converter emits them), each from its
+    own landmarks and options (subsets of different lengths, one with a non-zero target and a
+    non-square crop), plus a degenerate rotation pair, against the reference one by one."""
+    ops = _ops_of(model_ops, mpo.LANDMARKS_TO_TRANSFORM_MATRIX)
+    options = [op.options for op in ops]
+    options[1] = {**options[1], "target_rotation_radians": 0.6, "output_width": 24, "output_height": 12}
+    assert len({len(o["subset_idxs"]) for o in options}) > 1, "the subsets should differ in length"
+    g = StandInGraph()
+    names = [f"landmarks{k}" for k in range(len(ops))]
+    outs = [f"matrix{k}" for k in range(len(ops))]
+    n = ops[0].input_shapes[0][1]
+    mpo.emit_landmarks_to_transform_matrix_batch(g, names, outs, options, n)
+    session = g.session({name: ops[0].input_shapes[0] for name in names}, {o: (1, 4, 4) for o in outs})
+    rng = np.random.default_rng(8)
+    for trial in range(4):
+        feeds = {name: plausible_mesh(rng) * LANDMARK_TO_FEATURE_SCALE for name in names}
+        if trial == 3:
+            first = feeds[names[0]]
+            first[0, options[0]["right_rotation_idx"]] = first[0, options[0]["left_rotation_idx"]]
+        for got, name, opts in zip(session.run(None, feeds), names, options):
+            _assert_close(got, mpo.landmarks_to_transform_matrix_np(feeds[name], opts))
+
+
 @pytest.mark.parametrize("target", [0.6, -2.5, 3.0])
 def test_landmarks_to_transform_matrix_with_target_rotation(model_ops: list[CustomOp], target: float) -> None:
     """Non-zero targets and a non-square crop (the model uses 0 and 16x16), plus a degenerate pair."""
