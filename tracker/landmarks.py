@@ -175,7 +175,12 @@ class Landmarker:
         return np.multiply(self._cropper(image, roi, CROP_SIZE), _BYTE_TO_UNIT, out=self._input)
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
-        """The raw model outputs for a preprocessed crop."""
+        """The raw model outputs (new arrays) for a preprocessed crop.
+
+        Given ``prepare``'s own buffer, it takes the tracker's path (the bound run) and copies the outputs.
+        """
+        if tensor is self._input:
+            return [output.copy() for output in self._bound()]
         return self._runner(tensor)
 
     def __call__(self, image: np.ndarray, roi: Roi) -> MeshResult:
