@@ -2,9 +2,9 @@
 
 The attention mesh crops three regions (lips, left eye, right eye) out of one feature map and runs
 a small network on each; the eye networks later split into eye and iris heads, so five copies of
-the same layers run side by side on tensors as small as 2x2 pixels. onnxruntime spends more time
-dispatching those ~500 tiny nodes than computing them. Concatenating the branches along the
-channel axis turns each row of siblings into one node:
+the same layers run side by side on tensors as small as 2x2 pixels, some 500 small nodes, each with
+its own dispatch and layout bookkeeping in onnxruntime. Concatenating the branches along the
+channel axis turns each row of siblings into one node (about 100 in all):
 
 - k depthwise convolutions become one depthwise convolution over all channels,
 - k ordinary convolutions become one grouped convolution (group k): each branch still sees only
@@ -12,8 +12,8 @@ channel axis turns each row of siblings into one node:
 - channelwise ops (BatchNormalization, Relu, Add, MaxPool) run once on the wide tensor.
 
 Where siblings read the same branch twice (the eye/iris split), a Gather copies the channels into
-place. Whatever still needs a branch on its own (the heads' reshapes, the graph
-outputs) gets it back with one Split. The result computes the same numbers up to float rounding.
+place. Whatever still needs a branch on its own (the heads' reshapes, the graph outputs) gets
+it back with one Split. The result computes the same numbers up to float rounding.
 
 Siblings are found structurally: two nodes are siblings when they have the same operator, the same
 attributes, the same constant shapes and sibling inputs, counted from the given seed tensors.
@@ -78,7 +78,7 @@ class _Fuser:
             parts, downstream = [node.op_type], False
             for attr in sorted(node.attribute, key=lambda a: a.name):
                 parts.append(attr.SerializeToString().hex())
-            for slot, t in enumerate(node.input):
+            for t in node.input:
                 if t in key_of_tensor:
                     parts.append("t" + key_of_tensor[t])
                     downstream = True
