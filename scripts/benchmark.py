@@ -6,7 +6,8 @@ installed in the same environment, MediaPipe's FaceMesh (refine_landmarks=True, 
 attention mesh with irises) runs on the same frames, alternating frame by frame with ours so both
 see the same machine load, and the ratio is printed.
 
-Usage: ``python scripts/benchmark.py VIDEO [--frames N] [--repeat R]``
+Usage: ``python scripts/benchmark.py VIDEO [--frames N] [--repeat R] [--no-pin]`` (the run is pinned to
+one core unless ``--no-pin``).
 """
 from __future__ import annotations
 
@@ -67,11 +68,25 @@ def alternate_with_mediapipe(frames: list[np.ndarray], mesh, repeat: int) -> dic
             "theirs_cpu": np.array(theirs_cpu), "found": found}
 
 
+def pin_to_one_core() -> int | None:
+    """Keep the whole run on one core (Linux), so the scheduler cannot move it between frames.
+
+    A move lands the next frame on cold caches; pinning makes runs repeatable and is fair to both
+    sides of the MediaPipe comparison, which then share that core too. Returns the core, or None.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    core = max(os.sched_getaffinity(0))   # the last core: the first usually takes more interrupts
+    os.sched_setaffinity(0, {core})
+    return core
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("video", type=Path)
     parser.add_argument("--frames", type=int, default=None, help="use only the first N frames")
     parser.add_argument("--repeat", type=int, default=2, help="passes over the frames for the end-to-end figures")
+    parser.add_argument("--no-pin", action="store_true", help="let the scheduler move the run between cores")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not args.video.is_file():
@@ -82,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no frames could be decoded from {args.video}", file=sys.stderr)
         return 2
     h, w = frames[0].shape[:2]
-    print(f"{args.video.name}: {len(frames)} frames of {w}x{h}, decoded into memory; one thread\n")
+    core = None if args.no_pin else pin_to_one_core()
+    where = f"pinned to core {core}" if core is not None else "not pinned to a core"
+    print(f"{args.video.name}: {len(frames)} frames of {w}x{h}, decoded into memory; one thread, {where}\n")
     stages = time_stages(frames)
     end_to_end = time_end_to_end(frames, repeat=args.repeat)
     print(format_stage_table(stages, end_to_end))
