@@ -45,6 +45,7 @@ except ImportError as exc:  # pragma: no cover - only without the convert extra
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import branch_fusion  # noqa: E402  (merges the attention mesh's parallel heads)
+import channel_padding  # noqa: E402  (whole blocks of channels for onnxruntime's blocked layout)
 import mediapipe_ops  # noqa: E402  (our ONNX versions of MediaPipe's custom ops)
 
 log = logging.getLogger("convert_models")
@@ -365,6 +366,7 @@ class Converter:
         model.ir_version = IR_VERSION
         if self.branch_seeds and self.merge_branches:
             model = branch_fusion.fuse_parallel_branches(model, self.branch_seeds)
+        model = channel_padding.pad_channels(model)
         onnx.checker.check_model(model)
         return model
 

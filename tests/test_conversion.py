@@ -91,6 +91,20 @@ def test_merged_attention_heads_compute_what_the_separate_heads_compute(tflite_f
     assert worst < 1e-3, f"merged heads differ from separate heads by {worst:.2e}"
 
 
+@pytest.mark.parametrize("name", ["face_detection_short_range", "face_detection_full_range"])
+def test_detector_channels_fill_whole_blocks(name):
+    """BlazeFace's odd widths (24, 28, 42, 88, ...) are padded with zero channels to multiples of 16;
+    only the score heads, whose outputs are reshaped into the graph outputs, keep their real sizes
+    (the outputs themselves are checked against TFLite below)."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(str(REPO / "models" / f"{name}.onnx"))
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    widths = [weights[n.input[1]].shape[0] for n in model.graph.node if n.op_type == "Conv"]
+    odd = [w for w in widths if w % 16]
+    assert len(widths) > 40 and len(odd) == 2 and max(odd) < 16, widths
+
+
 @pytest.mark.parametrize("name", ["face_detection_short_range", "face_detection_full_range", "face_landmark",
                                   "iris_landmark"])
 def test_onnx_matches_tflite_on_real_face_crops(name, tflite_files):
