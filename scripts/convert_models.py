@@ -9,14 +9,20 @@ both the source and the result.
 
 How the graph is translated:
 - TFLite activations are NHWC, ONNX convolutions want NCHW. Every 4-D activation is kept NCHW inside
-  the ONNX graph; the model input and outputs keep their TFLite shapes (one Transpose at each end).
+  the ONNX graph; the model input and outputs keep their TFLite shapes (a Transpose at each end, or,
+  when the first operator is a convolution, that convolution reads the NHWC input directly; see
+  ``Converter._conv``).
 - fp16 weights (DEQUANTIZE) and sparse weights (DENSIFY) are folded into fp32 initializers here.
 - PRELU becomes ``x + (1 - a) * Relu(-x)`` with the scalings as BatchNormalization, which
   onnxruntime runs 2-2.5x as fast as its own PRelu (see ``Converter.op_prelu``), and channel PAD
   becomes an identity 1x1 convolution (see ``Converter.op_pad``): both keep onnxruntime's fast
   blocked layout.
 - MediaPipe's three custom ops in the attention mesh are written with standard ops
-  (see ``mediapipe_ops.py`` beside this file).
+  (see ``mediapipe_ops.py`` beside this file); sibling ops (the three crops of one feature map, the
+  three crop matrices) are written together, and the five attention heads that start at those
+  crops are merged into one wide branch (``branch_fusion.py``).
+- Channel counts that are not whole blocks of onnxruntime's blocked layout (BlazeFace's 24, 28, 42,
+  ...) are padded with zero channels (``channel_padding.py``).
 
 Usage: ``python scripts/convert_models.py [--out models] [--cache .cache/mediapipe] [--check]``
 (``--check`` converts into a temporary folder and compares with the committed files).
