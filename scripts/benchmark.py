@@ -68,6 +68,41 @@ def alternate_with_mediapipe(frames: list[np.ndarray], mesh, repeat: int) -> dic
             "theirs_cpu": np.array(theirs_cpu), "found": found}
 
 
+PLAIN_MESH_TFLITE = Path(__file__).resolve().parents[1] / ".cache" / "mediapipe" / "face_landmark.tflite"
+
+
+def runtime_comparison(frames: list[np.ndarray], repeat: int = 300) -> tuple[float, float] | None:
+    """Median ms of the plain 468-point mesh in onnxruntime (our conversion) and in TFLite with
+    XNNPACK (the original), alternating on the same real crop; None without ai-edge-litert or the
+    extracted .tflite (scripts/convert_models.py leaves it in .cache/mediapipe)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    if not PLAIN_MESH_TFLITE.exists():
+        return None
+    from facewire.tracker.landmarks import Landmarker, roi_from_landmarks
+    tracker = FaceTracker(TrackingConfig(mesh="mesh"))
+    faces = next((f for f in map(tracker.update, frames[:30]) if f), None)
+    if not faces:
+        return None
+    landmarker = Landmarker("mesh")
+    crop = Landmarker.preprocess(frames[29], roi_from_landmarks(faces[0].mesh.points))
+    interpreter = Interpreter(model_path=str(PLAIN_MESH_TFLITE), num_threads=1)
+    interpreter.allocate_tensors()
+    index = interpreter.get_input_details()[0]["index"]
+    ours, theirs = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        landmarker.infer(crop)
+        ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        interpreter.set_tensor(index, crop)
+        interpreter.invoke()
+        theirs.append(time.perf_counter() - t)
+    return float(np.median(ours)) * 1000, float(np.median(theirs)) * 1000
+
+
 def pin_to_one_core() -> int | None:
     """Keep the whole run on one core (Linux), so the scheduler cannot move it between frames.
 
@@ -103,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     stages = time_stages(frames)
     end_to_end = time_end_to_end(frames, repeat=args.repeat)
     print(format_stage_table(stages, end_to_end))
+    both = runtime_comparison(frames)
+    if both is not None:
+        print(f"\nplain 468-point mesh alone, same crop: onnxruntime (our conversion) {both[0]:.3f} ms, "
+              f"TFLite XNNPACK (the original) {both[1]:.3f} ms")
     mesh = mediapipe_face_mesh()
     if mesh is None:
         print("\nmediapipe is not installed here: no comparison (pip install mediapipe==0.10.14)")
