@@ -259,10 +259,10 @@ class Converter:
     model: object
     graph: OnnxGraph = field(default_factory=OnnxGraph)
     tensors: list[TensorInfo] = field(default_factory=list)
-    # TransformTensorBilinear ops that crop the same feature map with the same options, by op index:
-    # they are sampled together, and the attention heads that start at their outputs are merged
-    # into one wide branch (see branch_fusion.py).
-    crop_siblings: dict[int, list[int]] = field(default_factory=dict)
+    # Custom ops emitted together, by op index: crops of one feature map with the same options (the
+    # attention heads that start at them are then merged, see branch_fusion.py) and crop matrices
+    # made from landmark tensors of the same shape.
+    siblings: dict[int, list[int]] = field(default_factory=dict)
     branch_seeds: list[branch_fusion.Group] = field(default_factory=list)
     nhwc_inputs: dict[int, str] = field(default_factory=dict)    # 4-D graph inputs (TFLite NHWC)
     merge_branches: bool = True
@@ -349,7 +349,7 @@ class Converter:
                 name = g.node("Transpose", [name], [g.unique(info.name + "_nchw")], perm=[0, 3, 1, 2])[0]
                 self.nhwc_inputs[idx] = info.name
             info.onnx_name = name
-        self.find_crop_siblings()
+        self.find_siblings()
         for i in range(sub.OperatorsLength()):
             self.convert_op(sub.Operators(i), i)
         graph_outputs = []
@@ -382,7 +382,7 @@ class Converter:
             return code.CustomCode().decode()
         return _BUILTIN_NAMES[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
 
-    def find_crop_siblings(self) -> None:
+    def find_siblings(self) -> None:
         """Group the custom ops that are emitted together: crops of one feature map with the same
         options, and crop matrices made from landmark tensors of the same shape."""
         sub = self.model.Subgraphs(0)
@@ -397,7 +397,7 @@ class Converter:
                 groups.setdefault((kind, self.tensors[int(op.Inputs(0))].shape), []).append(i)
         for indices in groups.values():
             for i in indices:
-                self.crop_siblings[i] = indices
+                self.siblings[i] = indices
 
     def convert_op(self, op, index: int) -> None:
         kind = self.op_name(op)
@@ -406,12 +406,9 @@ class Converter:
         handler = getattr(self, f"op_{kind.lower()}", None)
         if handler is not None:
             handler(op, ins, outs)
-        elif kind == mediapipe_ops.TRANSFORM_TENSOR_BILINEAR and len(self.crop_siblings.get(index, [])) > 1:
-            self.crops_together(op, self.crop_siblings[index])
-        elif kind == mediapipe_ops.LANDMARKS_TO_TRANSFORM_MATRIX and self.matrices_together(self.crop_siblings[index]):
-            pass
         elif kind in mediapipe_ops.CUSTOM_OPS:
-            self.custom_op(kind, op, ins, outs)
+            if not self.together(kind, op, index):
+                self.custom_op(kind, op, ins, outs)
         else:
             raise ConversionError(f"operator {kind} is not supported")
 
@@ -641,6 +638,18 @@ class Converter:
         for idx, name in zip(outs, out_names):
             self.set_output(idx, name)
 
+    def together(self, kind: str, op, index: int) -> bool:
+        """Emit a custom op with its siblings (see find_siblings); False when it is to be emitted alone."""
+        siblings = self.siblings.get(index, [])
+        if len(siblings) < 2:
+            return False
+        if kind == mediapipe_ops.TRANSFORM_TENSOR_BILINEAR:
+            self.crops_together(op, siblings)
+            return True
+        if kind == mediapipe_ops.LANDMARKS_TO_TRANSFORM_MATRIX:
+            return self.matrices_together(siblings)
+        return False
+
     def matrices_together(self, siblings: list[int]) -> bool:
         """Make all crop matrices at the first of them, when their landmarks exist by then."""
         ops = [self.model.Subgraphs(0).Operators(i) for i in siblings]
@@ -648,7 +657,7 @@ class Converter:
         if self.tensors[outs[0]].onnx_name is not None:
             return True                                       # done with the first sibling
         ins = [int(o.Inputs(0)) for o in ops]
-        if len(ops) < 2 or any(self.tensors[i].onnx_name is None for i in ins):
+        if any(self.tensors[i].onnx_name is None for i in ins):
             return False
         options = [mediapipe_ops.decode_custom_options(o.CustomOptionsAsNumpy() if o.CustomOptionsLength() else None)
                    for o in ops]
