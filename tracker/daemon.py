@@ -191,17 +191,17 @@ class Annotator:
     def show(self, image: np.ndarray, faces, fps: float, poses: dict | None = None) -> bool:
         """Draw and show/write one frame; False when the user closed the window (q or Esc).
 
-        ``poses``: OpenSeeFace's fitted pose per face id, for ``-P`` (its 3D model points, in yellow).
+        ``poses``: OpenSeeFace's fitted pose per track id, for ``-P`` (its 3D model points, in yellow).
         """
         canvas = image.copy()
         h, w = image.shape[:2]
         for face in faces:
             draw_points(canvas, face.mesh.points, (0, 0, 255), 1)
-            pose = (poses or {}).get(face.id)
+            pose = (poses or {}).get(face.track_id)
             if self.output.pnp_points and pose is not None:
                 draw_points(canvas, osf_model_points_image(pose, (w, h)), (0, 255, 255), 2)
             if self.level >= 2 or self.output.video_out is not None:
-                draw_label(canvas, f"id {face.id}", (int(face.box[0]), max(12, int(face.box[1]) - 6)))
+                draw_label(canvas, f"id {face.id} (track {face.track_id})", (int(face.box[0]), max(12, int(face.box[1]) - 6)))
             if self.level >= 3:
                 for k, (x, y, _) in enumerate(face.mesh.points[::8]):
                     cv2.putText(canvas, str(k * 8), (int(x), int(y)), cv2.FONT_HERSHEY_SIMPLEX, 0.25, (255, 255, 0))
@@ -279,11 +279,11 @@ def run(config: DaemonConfig, stop: threading.Event | None = None) -> int:
             stats.latency_ms.append((sent - frame.monotonic) * 1000)
             if log_writer:
                 for k, (face, record) in enumerate(zip(faces, records)):
-                    pose = builder.pose_of(face.id)
+                    pose = builder.pose_of(face.track_id)
                     log_writer.write(stats.frames, k, record, pose.rvec if pose else np.zeros(3))
             if annotator.active:
                 fps = 1000.0 / max(statistics.median(stats.processing_ms), 1e-3)
-                poses = {f.id: builder.pose_of(f.id) for f in faces}
+                poses = {f.track_id: builder.pose_of(f.track_id) for f in faces}
                 if not annotator.show(frame.image, faces, fps, poses):
                     break
             if sent - last_status > STATUS_EVERY_S:
