@@ -125,7 +125,7 @@ def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
                     "0 or 1.")
     p.add_argument("-i", "--ip", default="127.0.0.1", help="address to send tracking data to")
     p.add_argument("-p", "--port", type=_int_in(1, 65535), default=11573, help="UDP port to send tracking data to")
-    p.add_argument("-c", "--capture", default="0",
+    p.add_argument("-c", "--capture", default="0", metavar="SOURCE",
                    help="camera index (0, 1, ...), camera device path (/dev/video2), video file, folder of images "
                         "(name order), or - for raw RGB frames on standard input")
     p.add_argument("-W", "--width", type=_int_in(1, MAX_FRAME_SIDE), default=640, metavar="PIXELS",
@@ -134,8 +134,8 @@ def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
                    help="camera height, and raw RGB frame height")
     p.add_argument("-F", "--fps", type=_int_in(1, 1000), default=24, help="camera frames per second")
     p.add_argument("--format", choices=("mjpg", "yuyv", "default"), default="default",
-                   help="camera pixel format: MJPEG (compressed, higher modes over USB 2), YUYV (raw), or the "
-                        "camera's default")
+                   help="camera pixel format: mjpg (compressed, higher modes over USB 2), yuyv (raw), or default "
+                        "(the format the camera starts with)")
     p.add_argument("-M", "--mirror-input", action="store_true", help="mirror the input horizontally")
     p.add_argument("-l", "--list-cameras", nargs="?", const=1, default=0, **_FLAG01,
                    help="list cameras with their names and modes, then quit (-l alone is the same as -l 1)")
