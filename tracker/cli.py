@@ -193,8 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "track":
-        from .daemon import facetracker_main as run
-        return run(argv[1:], prog="facewire track")
+        return facetracker_main(argv[1:], prog="facewire track")
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
@@ -206,9 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def facetracker_main(argv: list[str] | None = None) -> int:
-    from .daemon import facetracker_main as run
-    return run(argv)
+def facetracker_main(argv: list[str] | None = None, prog: str = "facetracker") -> int:
+    try:
+        from .daemon import facetracker_main as run     # imports OpenCV and onnxruntime: takes a moment
+    except KeyboardInterrupt:
+        return 130
+    return run(argv, prog=prog)
 
 
 if __name__ == "__main__":

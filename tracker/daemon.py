@@ -7,6 +7,7 @@ frozen ``DaemonConfig`` built from the command line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -35,7 +36,7 @@ from .transport import TransportError, UdpSender
 
 log = logging.getLogger("facewire.daemon")
 
-EXIT_OK, EXIT_ERROR = 0, 2
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 STATUS_EVERY_S = 5.0
 
 
@@ -200,6 +201,9 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         threads=args.max_threads)
     records = RecordOptions(gaze=bool(args.gaze_tracking), face_id_offset=args.face_id_offset,
                             feature_config=FeatureConfig(max_feature_updates_s=float(args.max_feature_updates)))
+    for path, flag in ((args.log_data, "--log-data"), (args.video_out, "--video-out")):
+        if path is not None:
+            check_output_file(path, flag)
     output = OutputConfig(ip=args.ip, port=args.port, visualize=args.visualize, pnp_points=args.pnp_points,
                           video_out=args.video_out, video_scale=args.video_scale, video_fps=args.video_fps,
                           log_data=args.log_data, silent=bool(args.silent))
@@ -300,6 +304,24 @@ class Annotator:
             cv2.destroyAllWindows()
 
 
+def check_output_file(path: Path, flag: str) -> None:
+    """Fail before start-up, not after it, when an output file cannot be created where asked."""
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: that is a folder; give a file name inside it")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path}: no permission to write in {folder}")
+
+
+def _open_log(path: Path):
+    try:
+        return open(path, "w", newline="")  # noqa: SIM115 - closed by run()
+    except OSError as exc:
+        raise ValueError(f"--log-data {path}: cannot write it ({exc.strerror})") from exc
+
+
 def _frames(source, reader: LatestFrameReader | None, stop: threading.Event):
     if reader is None:
         for frame in source:
@@ -316,22 +338,33 @@ def _frames(source, reader: LatestFrameReader | None, stop: threading.Event):
         yield frame
 
 
-def run(config: DaemonConfig, stop: threading.Event | None = None) -> int:
-    """Run the daemon until the input ends, ``stop`` is set, or --frames is reached."""
+def run(config: DaemonConfig, stop: threading.Event | None = None, ready: threading.Event | None = None) -> int:
+    """Run the daemon until the input ends, ``stop`` is set, or --frames is reached.
+
+    ``ready`` is set once start-up (models, source, socket, files) is done and tracking begins.
+    """
     stop = stop or threading.Event()
-    tracker = FaceTracker(config.tracking)
-    builder = RecordBuilder(config.records)
-    source = open_source(config.capture, stop=stop)
-    live = isinstance(source, CameraSource) or config.capture.pace
-    reader = LatestFrameReader(source) if live else None
-    sender = UdpSender(config.output.ip, config.output.port)
-    annotator = Annotator(config.output)
-    log_file = open(config.output.log_data, "w", newline="") if config.output.log_data else None
-    log_writer = OsfLogWriter(log_file, float(config.capture.fps or 0)) if log_file else None
-    stats = RunStats()
-    last_status = time.perf_counter()
-    log.info("tracking %s, sending to %s:%d", source.name, config.output.ip, config.output.port)
-    try:
+    with contextlib.ExitStack() as resources:      # whatever start-up opened is closed, however it ends
+        tracker = FaceTracker(config.tracking)
+        builder = RecordBuilder(config.records)
+        source = open_source(config.capture, stop=stop)
+        live = isinstance(source, CameraSource) or config.capture.pace
+        reader = LatestFrameReader(source) if live else None
+        # The reader owns a live source: it closes it, and never waits on a read stuck in the driver.
+        resources.callback(source.close if reader is None else reader.close)
+        sender = UdpSender(config.output.ip, config.output.port)
+        resources.callback(sender.close)
+        annotator = Annotator(config.output)
+        resources.callback(annotator.close)
+        log_file = _open_log(config.output.log_data) if config.output.log_data else None
+        if log_file:
+            resources.callback(log_file.close)
+        log_writer = OsfLogWriter(log_file, float(config.capture.fps or 0)) if log_file else None
+        stats = RunStats()
+        last_status = time.perf_counter()
+        log.info("tracking %s, sending to %s:%d", source.name, config.output.ip, config.output.port)
+        if ready is not None:
+            ready.set()
         for frame in _frames(source, reader, stop):
             started = time.perf_counter()
             h, w = frame.image.shape[:2]
@@ -359,20 +392,21 @@ def run(config: DaemonConfig, stop: threading.Event | None = None) -> int:
                 log.info("%s; faces now: %s", stats.summary(), [r.id for r in records] or "none")
             if config.max_frames and stats.frames >= config.max_frames:
                 break
-    finally:
-        if reader is not None:
-            reader.close()
-        else:
-            source.close()
-        sender.close()
-        annotator.close()
-        if log_file:
-            log_file.close()
     log.info("done: %s", stats.summary())
     return EXIT_OK
 
 
 def facetracker_main(argv: list[str] | None = None, prog: str = "facetracker") -> int:
+    """The ``facetracker`` command: 0 when the input ended or it was stopped, 2 on bad input, 130 when
+    interrupted while starting (before tracking began)."""
+    try:
+        return _facetracker(argv, prog)
+    except KeyboardInterrupt:
+        log.info("interrupted while starting")
+        return EXIT_INTERRUPTED
+
+
+def _facetracker(argv: list[str] | None, prog: str) -> int:
     args = build_parser(prog).parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.silent else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
@@ -392,16 +426,21 @@ def facetracker_main(argv: list[str] | None = None, prog: str = "facetracker") -
             from .benchmark import run_stage_benchmark
             print(run_stage_benchmark(config))
             return EXIT_OK
-        stop = threading.Event()
+        stop, ready = threading.Event(), threading.Event()
         previous = {}
         if threading.current_thread() is threading.main_thread():
             def on_signal(signum, _frame):
+                if not ready.is_set():        # still loading models or opening the source: stop right here
+                    if signum == signal.SIGINT:
+                        raise KeyboardInterrupt
+                    log.info("stopped while starting (%s)", signal.Signals(signum).name)
+                    raise SystemExit(128 + signum)
                 log.info("stopping (%s)", signal.Signals(signum).name)
                 stop.set()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, on_signal)
         try:
-            return run(config, stop)
+            return run(config, stop, ready)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -410,4 +449,8 @@ def facetracker_main(argv: list[str] | None = None, prog: str = "facetracker") -
         return EXIT_ERROR
     except (CaptureError, ModelError, TransportError, ValueError) as exc:
         log.error("%s", exc)
+        return EXIT_ERROR
+    except MemoryError:
+        log.error("not enough memory to run with these settings (frame size %dx%d, --faces %d)",
+                  args.width, args.height, args.faces)
         return EXIT_ERROR
