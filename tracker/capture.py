@@ -212,7 +212,8 @@ class ImageFolderSource(FrameSource):
         )
         if not self._paths:
             raise CaptureError(
-                f"image folder {folder} contains no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+                f"no frame could be read: image folder {folder} contains no images "
+                f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
             )
         self._repeat = repeat
         self._position = 0
@@ -226,6 +227,11 @@ class ImageFolderSource(FrameSource):
     def _read_image(self) -> tuple[np.ndarray, str] | None:
         while True:
             if self._position >= len(self._paths):
+                if self._next_index == 0:
+                    raise CaptureError(
+                        f"no frame could be read: none of the {len(self._paths)} images in {self.name} "
+                        "could be decoded"
+                    )
                 if not self._repeat or self._delivered_this_pass == 0:
                     return None
                 self._position = 0
@@ -274,7 +280,7 @@ class VideoFileSource(FrameSource):
         ok, first = self._cap.read()
         if not ok or first is None:
             self._cap.release()
-            raise CaptureError(f"video file {self._path} contains no decodable frames")
+            raise CaptureError(f"no frame could be read: video file {self._path} contains no decodable frames")
         self._pending: np.ndarray | None = first
         width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or first.shape[1]
         height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or first.shape[0]
@@ -293,7 +299,9 @@ class VideoFileSource(FrameSource):
         cap = cv2.VideoCapture(str(self._path))
         if not cap.isOpened():
             cap.release()
-            raise CaptureError(f"cannot decode {self._path} as a video (unknown format or corrupt file)")
+            raise CaptureError(
+                f"no frame could be read: cannot decode {self._path} as a video (unknown format or corrupt file)"
+            )
         return cap
 
     def _read_image(self) -> tuple[np.ndarray, str] | None:

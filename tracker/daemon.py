@@ -392,6 +392,8 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
                 log.info("%s; faces now: %s", stats.summary(), [r.id for r in records] or "none")
             if config.max_frames and stats.frames >= config.max_frames:
                 break
+    if stats.frames == 0 and not stop.is_set():
+        raise CaptureError(f"no frame could be read from {source.name}: the input ended before its first frame")
     log.info("done: %s", stats.summary())
     return EXIT_OK
 
