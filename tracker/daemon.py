@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -253,6 +254,19 @@ class RunStats:
                 f"{statistics.median(self.latency_ms):.2f} ms")
 
 
+RATE_WINDOW = 30     # frames the window's rate and processing time are taken over
+
+
+def rate_label(arrivals: deque, processing_ms: deque) -> str:
+    """"25.0 fps, processing 3.1 ms": the rate frames really arrive at (capture times of the last frames)
+    and the median time spent on each of them, two different things on a paced video or a camera."""
+    recent = list(itertools.islice(reversed(processing_ms), RATE_WINDOW))
+    processing = f"processing {statistics.median(recent):.1f} ms" if recent else "processing -"
+    if len(arrivals) < 2 or arrivals[-1] <= arrivals[0]:
+        return f"- fps, {processing}"
+    return f"{(len(arrivals) - 1) / (arrivals[-1] - arrivals[0]):.1f} fps, {processing}"
+
+
 class Annotator:
     """The --visualize window and the --video-out file."""
 
@@ -271,8 +285,9 @@ class Annotator:
     def active(self) -> bool:
         return bool(self.level) or self.output.video_out is not None
 
-    def show(self, image: np.ndarray, faces, fps: float, poses: dict | None = None) -> bool:
-        """Draw and show/write one frame; False when the user closed the window (q or Esc).
+    def show(self, image: np.ndarray, faces, label: str, poses: dict | None = None) -> bool:
+        """Draw and show/write one frame with ``label`` (see ``rate_label``) in the corner; False when the
+        user closed the window (q or Esc).
 
         ``poses``: OpenSeeFace's fitted pose per track id, for ``-P`` (its 3D model points, in yellow).
         """
@@ -288,7 +303,7 @@ class Annotator:
             if self.level >= 3:
                 for k, (x, y, _) in enumerate(face.mesh.points[::8]):
                     cv2.putText(canvas, str(k * 8), (int(x), int(y)), cv2.FONT_HERSHEY_SIMPLEX, 0.25, (255, 255, 0))
-        draw_label(canvas, f"{fps:.0f} fps", (8, 16))
+        draw_label(canvas, label, (8, 16))
         if self.output.video_out is not None:
             self._write(canvas)
         if self.level:
@@ -372,6 +387,7 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
             resources.callback(log_file.close)
         log_writer = OsfLogWriter(log_file, float(config.capture.fps or 0)) if log_file else None
         stats = RunStats()
+        arrivals: deque[float] = deque(maxlen=RATE_WINDOW)     # for the window's label only
         last_status = time.perf_counter()
         log.info("tracking %s, sending to %s:%d", source.name, config.output.ip, config.output.port)
         if ready is not None:
@@ -394,9 +410,10 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
                     pose = builder.pose_of(face.track_id)
                     log_writer.write(stats.frames, k, record, pose.rvec if pose else np.zeros(3))
             if annotator.active:
-                fps = 1000.0 / max(statistics.median(stats.processing_ms), 1e-3)
+                arrivals.append(frame.monotonic)
+                label = rate_label(arrivals, stats.processing_ms)
                 poses = {f.track_id: builder.pose_of(f.track_id) for f in faces}
-                if not annotator.show(frame.image, faces, fps, poses):
+                if not annotator.show(frame.image, faces, label, poses):
                     break
             if sent - last_status > STATUS_EVERY_S:
                 last_status = sent
