@@ -2,15 +2,15 @@
 
 The tracker only ever sees `Frame` objects coming out of a `FrameSource`. `open_source` picks the
 right source for a `CaptureConfig`; `LatestFrameReader` decouples a live source from a slower
-consumer so the tracker always works on the newest frame; `list_cameras` enumerates V4L2 devices
-and their modes for `--list-cameras`.
+consumer so the tracker always works on the newest frame; `camera_backends` picks the system's camera
+API (DirectShow/Media Foundation, AVFoundation, V4L2) and `list_cameras` lists cameras with their
+names (and, on Linux, their modes) for `--list-cameras`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import logging
 import os
 import platform
@@ -457,10 +457,45 @@ class CaptureLike(Protocol):
 CameraOpener = Callable[[int | str], CaptureLike]
 
 
-def open_cv_camera(device: int | str) -> CaptureLike:
-    """Open a camera with OpenCV, through V4L2 on Linux."""
-    backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
-    return cv2.VideoCapture(device, backend)
+class CameraBackend(NamedTuple):
+    """An OpenCV capture API (``cv2.CAP_*``) and the name users know it by."""
+
+    api: int
+    name: str
+
+
+def camera_backends(platform_name: str | None = None) -> tuple[CameraBackend, ...]:
+    """The capture APIs to open cameras with on a system (``sys.platform``), in order of preference.
+
+    Windows: DirectShow first (opens quickly and honours MJPG and frame-size requests on common webcams),
+    then Media Foundation; macOS: AVFoundation; Linux: V4L2; anything else: whatever OpenCV picks.
+    """
+    name = sys.platform if platform_name is None else platform_name
+    if name.startswith(("win32", "cygwin")):
+        return (CameraBackend(cv2.CAP_DSHOW, "DirectShow"), CameraBackend(cv2.CAP_MSMF, "Media Foundation"))
+    if name.startswith("darwin"):
+        return (CameraBackend(cv2.CAP_AVFOUNDATION, "AVFoundation"),)
+    if name.startswith("linux"):
+        return (CameraBackend(cv2.CAP_V4L2, "V4L2"),)
+    return (CameraBackend(cv2.CAP_ANY, "OpenCV's default"),)
+
+
+def open_cv_camera(
+    device: int | str, *, platform_name: str | None = None, capture: Callable[..., CaptureLike] = cv2.VideoCapture
+) -> CaptureLike:
+    """Open a camera with OpenCV through the system's camera API (``camera_backends``), trying the next
+    one when a backend cannot open it. Returns the last, unopened capture when none can."""
+    cap: CaptureLike | None = None
+    for backend in camera_backends(platform_name):
+        if cap is not None:
+            cap.release()
+        cap = capture(device, backend.api)
+        if cap.isOpened():
+            logger.debug("camera %s opened through %s", device, backend.name)
+            return cap
+        logger.debug("camera %s: %s could not open it", device, backend.name)
+    assert cap is not None
+    return cap
 
 
 def parse_camera_device(source: str) -> int | str:
@@ -732,7 +767,7 @@ class LatestFrameReader:
         self.close()
 
 
-# --- Camera enumeration (Linux V4L2) ------------------------------------------------------------
+# --- Camera enumeration (cv2-enumerate-cameras; on Linux, modes and the fallback from V4L2) ------
 
 
 class CameraMode(NamedTuple):
@@ -746,12 +781,14 @@ class CameraMode(NamedTuple):
 
 @dataclass(frozen=True)
 class CameraInfo:
-    """A capture device: its index for --camera, device path, driver-given name and modes."""
+    """A capture device: its index for -c, device path, its name and modes (listed on Linux only), and
+    the camera API that numbers it."""
 
     index: int
     path: str
     name: str
     modes: tuple[CameraMode, ...]
+    backend: str = "V4L2"
 
 
 # Struct layouts from include/uapi/linux/videodev2.h.
@@ -870,6 +907,8 @@ def fourcc_to_str(code: int) -> str:
 
 def _enumerate(fd: int, request: int, make: Callable[[int], ctypes.Structure]) -> list[ctypes.Structure]:
     """Run a V4L2 ENUM ioctl with index 0, 1, ... until the driver says EINVAL."""
+    import fcntl   # POSIX only; the module must import on Windows too
+
     results = []
     for index in range(_MAX_ENUM):
         item = make(index)
@@ -885,6 +924,8 @@ def _enumerate(fd: int, request: int, make: Callable[[int], ctypes.Structure]) -
 
 def _query_modes(fd: int) -> tuple[CameraMode, ...] | None:
     """All capture modes of an open device; None if it is not a video capture node."""
+    import fcntl
+
     cap = _Capability()
     try:
         fcntl.ioctl(fd, _vidioc("r", 0, _Capability), cap, True)
@@ -942,10 +983,10 @@ def _rates_from_intervals(entries: list[ctypes.Structure]) -> list[float | None]
     return rates or [None]
 
 
-def list_cameras(
+def list_v4l2_cameras(
     *, sysfs_dir: str | os.PathLike[str] = "/sys/class/video4linux", dev_dir: str | os.PathLike[str] = "/dev"
 ) -> list[CameraInfo]:
-    """Video capture devices with their modes (Linux V4L2); [] when there are none or off Linux.
+    """Video capture devices with their modes from V4L2 and sysfs; [] when there are none or off Linux.
 
     Nodes that capture no video (e.g. UVC metadata nodes) are left out. A device that exists but
     cannot be opened (permissions) is listed without modes so the user can see it.
@@ -970,7 +1011,7 @@ def list_cameras(
             continue
         except PermissionError:
             logger.warning("no permission to open %s; add your user to the 'video' group", path)
-            cameras.append(CameraInfo(index, str(path), name or node.name, ()))
+            cameras.append(CameraInfo(index, str(path), name or node.name, (), "V4L2"))
             continue
         except OSError as exc:
             logger.debug("cannot open %s: %s", path, exc)
@@ -980,7 +1021,59 @@ def list_cameras(
         finally:
             os.close(fd)
         if modes:
-            cameras.append(CameraInfo(index, str(path), name or node.name, modes))
+            cameras.append(CameraInfo(index, str(path), name or node.name, modes, "V4L2"))
+    return cameras
+
+
+def _v4l2_modes(path: str) -> tuple[CameraMode, ...] | None:
+    """Modes of one V4L2 device node; () when it cannot be opened, None when it captures no video."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    except OSError as exc:
+        logger.debug("cannot open %s: %s", path, exc)
+        return ()
+    try:
+        return _query_modes(fd)
+    finally:
+        os.close(fd)
+
+
+EnumerateCameras = Callable[[int], list]
+
+
+def _package_enumerator() -> EnumerateCameras:
+    from cv2_enumerate_cameras import enumerate_cameras
+    return enumerate_cameras
+
+
+def list_cameras(
+    *, platform_name: str | None = None, enumerate_cameras: EnumerateCameras | None = None
+) -> list[CameraInfo]:
+    """Cameras with their names, as the system's camera API (``camera_backends``) numbers them for -c.
+
+    Names come from the cv2-enumerate-cameras package (DirectShow on Windows, AVFoundation on macOS,
+    V4L2 on Linux); on Linux each device's modes are added from V4L2. When the package is missing or
+    fails, Linux falls back to our own V4L2/sysfs listing and other systems list nothing.
+    """
+    name = sys.platform if platform_name is None else platform_name
+    backend = camera_backends(name)[0]
+    linux = name.startswith("linux")
+    try:
+        found = (enumerate_cameras or _package_enumerator())(backend.api)
+    except Exception as exc:  # noqa: BLE001 - a third-party enumerator may fail in any way; we have a fallback
+        logger.warning("listing cameras through %s failed (%s: %s)%s", backend.name, type(exc).__name__, exc,
+                       "; using V4L2 directly" if linux else "")
+        return list_v4l2_cameras() if linux else []
+    cameras: list[CameraInfo] = []
+    for cam in sorted(found, key=lambda c: c.index):
+        modes: tuple[CameraMode, ...] = ()
+        path = str(cam.path or f"camera {cam.index}")
+        if linux:
+            queried = _v4l2_modes(path)
+            if queried is None:
+                continue            # a metadata or output node, not a camera
+            modes = queried
+        cameras.append(CameraInfo(int(cam.index), path, str(cam.name or path), modes, backend.name))
     return cameras
 
 
@@ -994,9 +1087,13 @@ def format_camera_list(cameras: list[CameraInfo]) -> str:
         return "No cameras found."
     lines = [f"Found {len(cameras)} camera{'s' if len(cameras) != 1 else ''}:"]
     for cam in cameras:
-        lines.append(f"  {cam.index}: {cam.name} ({cam.path})")
+        where = cam.path if cam.path.startswith("/dev/") else cam.backend
+        lines.append(f"  {cam.index}: {cam.name} ({where})")
         if not cam.modes:
-            lines.append("      modes unknown (device could not be opened)")
+            if cam.backend == "V4L2":
+                lines.append("      modes unknown (device could not be opened)")
+            else:
+                lines.append(f"      modes are not listed through {cam.backend}; ask for one with -W, -H and -F")
             continue
         grouped: dict[tuple[str, int, int], list[float | None]] = {}
         for mode in cam.modes:

@@ -140,7 +140,7 @@ def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
                         "(the format the camera starts with)")
     p.add_argument("-M", "--mirror-input", action="store_true", help="mirror the input horizontally")
     p.add_argument("-l", "--list-cameras", nargs="?", const=1, default=0, **_FLAG01,
-                   help="list cameras with their names and modes, then quit (-l alone is the same as -l 1)")
+                   help="list cameras with their names (and modes, on Linux), then quit (-l alone is the same as -l 1)")
     p.add_argument("--raw-rgb", default=0, **_FLAG01,
                    help="1: read raw RGB frames of -W x -H from standard input (same as -c -)")
     p.add_argument("--repeat-video", default=0, **_FLAG01, help="1: loop a video file or image folder")
