@@ -299,7 +299,8 @@ class Annotator:
             if self.output.pnp_points and pose is not None:
                 draw_points(canvas, osf_model_points_image(pose, (w, h)), (0, 255, 255), 2)
             if self.level >= 2 or self.output.video_out is not None:
-                draw_label(canvas, f"id {face.id} (track {face.track_id})", (int(face.box[0]), max(12, int(face.box[1]) - 6)))
+                draw_label(canvas, f"id {face.id} (track {face.track_id})",
+                           (int(face.box[0]), max(12, int(face.box[1]) - 6)))
             if self.level >= 3:
                 for k, (x, y, _) in enumerate(face.mesh.points[::8]):
                     cv2.putText(canvas, str(k * 8), (int(x), int(y)), cv2.FONT_HERSHEY_SIMPLEX, 0.25, (255, 255, 0))

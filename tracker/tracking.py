@@ -104,8 +104,8 @@ class FaceTracker:
         self.landmarker = landmarker or Landmarker(config.mesh, threads=config.threads)
         self._tracks: list[_Track] = []
         self._next_id = 0
-        # Centre of the last face each OpenSeeFace slot held (None: never used).
-        self._slot_centres: list[np.ndarray | None] = [None] * config.max_faces
+        # Box of the last face each OpenSeeFace slot held (None: never used).
+        self._slot_boxes: list[np.ndarray | None] = [None] * config.max_faces
         self._since_scan = 0
         self._since_recheck = 0
         self.detections_run = 0
@@ -117,7 +117,7 @@ class FaceTracker:
     def reset(self) -> None:
         self._tracks.clear()
         self._since_scan = 0
-        self._slot_centres = [None] * self.config.max_faces
+        self._slot_boxes = [None] * self.config.max_faces
 
     def update(self, image: np.ndarray) -> list[TrackedFace]:
         found: list[TrackedFace] = []
@@ -155,7 +155,7 @@ class FaceTracker:
         track.roi = roi_from_landmarks(mesh.points)
         track.box = landmark_box(mesh.points)
         track.missed = 0
-        self._slot_centres[track.slot] = (track.box[:2] + track.box[2:]) / 2
+        self._slot_boxes[track.slot] = track.box
         return TrackedFace(track.slot, mesh, new, track.box, track.id)
 
     def _free_slot(self, track: _Track) -> int:
@@ -164,10 +164,12 @@ class FaceTracker:
         free = [s for s in range(self.config.max_faces) if s not in taken]
         if track.slot in free:
             return track.slot
-        centre = (track.box[:2] + track.box[2:]) / 2
-        # Never-used slots count as infinitely far, so used ones are reused first, then the lowest.
-        return min(free, key=lambda s: (np.inf if self._slot_centres[s] is None
-                                        else float(np.linalg.norm(self._slot_centres[s] - centre)), s))
+        mine = track.box[:2] + track.box[2:]            # twice the box centre
+
+        def distance(slot: int) -> float:   # between box centres; a never-used slot is infinitely far
+            box = self._slot_boxes[slot]
+            return np.inf if box is None else float(np.linalg.norm(box[:2] + box[2:] - mine)) / 2
+        return min(free, key=lambda slot: (distance(slot), slot))
 
     def _scan(self, image: np.ndarray, room: int) -> list[TrackedFace]:
         self.detections_run += 1
