@@ -76,7 +76,8 @@ MAX_FRAME_SIDE = 8192      # -W/-H bound: 8K video fits; larger is a typing mist
 
 
 def _int_in(low: int, high: int | None = None, what: str = ""):
-    """argparse type: an integer in low..high; the message names the rule (argparse adds the flag)."""
+    """argparse type: an integer in low..high; the message states the rule, or ``what`` (argparse adds the
+    flag)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -84,7 +85,7 @@ def _int_in(low: int, high: int | None = None, what: str = ""):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < low or (high is not None and value > high):
             rule = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {rule}{what}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be {what or rule}, got {value}")
         return value
     return parse
 
@@ -106,7 +107,7 @@ def _float_in(low: float, high: float | None = None, *, low_open: bool = False):
     return parse
 
 
-_FLAG01 = dict(type=_int_in(0, 1, " (0 = off, 1 = on)"), metavar="{0,1}")
+_FLAG01 = dict(type=_int_in(0, 1, "0 (off) or 1 (on)"), metavar="{0,1}")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
