@@ -380,12 +380,13 @@ def test_close_returns_promptly_when_the_camera_read_hangs() -> None:
     assert time.monotonic() - started < 1.0
 
 
-def test_raw_rgb_read_gives_up_on_stop_while_the_pipe_is_idle() -> None:
+@pytest.mark.parametrize("pump", [False, True])   # True: the helper-thread reader Windows uses, run here
+def test_raw_rgb_read_gives_up_on_stop_while_the_pipe_is_idle(pump: bool) -> None:
     read_fd, write_fd = os.pipe()
     stop = threading.Event()
     try:
         with os.fdopen(read_fd, "rb") as stream:
-            source = RawRGBSource(stream, 4, 4, stop=stop)
+            source = RawRGBSource(stream, 4, 4, stop=stop, pump=pump)
             os.write(write_fd, bytes(range(48)))      # one whole frame, then silence with the pipe open
             assert next(source).image.shape == (4, 4, 3)
             threading.Timer(0.2, stop.set).start()
@@ -395,6 +396,23 @@ def test_raw_rgb_read_gives_up_on_stop_while_the_pipe_is_idle() -> None:
             assert time.monotonic() - started < 1.0
     finally:
         os.close(write_fd)
+
+
+def test_raw_rgb_through_the_helper_thread_keeps_every_byte_in_order() -> None:
+    """Frames split across and inside chunks, then the end of the stream (the Windows path, run here)."""
+    frames = _rgb_frames(7, 5, 4)
+    data = frames.tobytes()
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as stream:
+        source = RawRGBSource(stream, 5, 4, pump=True)
+        for start in range(0, len(data), 37):          # odd-sized writes, unaligned to the 60-byte frames
+            os.write(write_fd, data[start : start + 37])
+        os.write(write_fd, b"\x01\x02")                 # a partial eighth frame, then the end
+        os.close(write_fd)
+        got = list(source)
+    assert len(got) == 7
+    for frame, rgb in zip(got, frames):
+        np.testing.assert_array_equal(frame.image, rgb[:, :, ::-1])
 
 
 # --- LatestFrameReader --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import platform
+import queue
 import re
 import select
 import stat
@@ -345,9 +346,10 @@ class VideoFileSource(FrameSource):
 class RawRGBSource(FrameSource):
     """Packed RGB24 frames of a fixed size from a binary stream (stdin, a pipe or a file).
 
-    On POSIX a stream with a file descriptor is read with ``select`` and a short timeout, so an idle
-    pipe never blocks the reader: setting ``stop`` (the daemon's signal handler does) ends it within
-    ``POLL_S``. Streams without a descriptor (BytesIO) are read plainly.
+    A reader waiting on an idle pipe must still give up within ``POLL_S`` once ``stop`` is set (the
+    daemon's signal handler sets it). On POSIX the descriptor is waited on with ``select``; where that
+    cannot wait on pipes (Windows), a helper thread reads the descriptor and hands chunks over a small
+    queue (``pump``). Streams without a descriptor (BytesIO) are read plainly.
     """
 
     POLL_S = 0.1
@@ -363,6 +365,7 @@ class RawRGBSource(FrameSource):
         name: str = "stdin",
         owns_stream: bool = False,
         stop: threading.Event | None = None,
+        pump: bool | None = None,
     ) -> None:
         super().__init__(name, mirror=mirror)
         if width <= 0 or height <= 0:
@@ -374,7 +377,10 @@ class RawRGBSource(FrameSource):
         self._fps = fps
         self._ended = False
         self._external_stop = stop
-        self._fd = _pollable_fd(stream)
+        fd = _descriptor(stream)
+        use_pump = (os.name != "posix") if pump is None else pump
+        self._pump = _ChunkPump(fd, name) if fd is not None and use_pump else None
+        self._fd = fd if self._pump is None and os.name == "posix" else None
 
     def _stopping(self) -> bool:
         return self._stop.is_set() or (self._external_stop is not None and self._external_stop.is_set())
@@ -382,24 +388,31 @@ class RawRGBSource(FrameSource):
     def _fill(self, view: memoryview) -> int:
         """Read into ``view`` until it is full, the stream ends or a stop is requested; bytes read."""
         filled, total = 0, len(view)
-        if self._fd is None:
+        if self._fd is not None:
             while filled < total:
-                chunk = self._stream.read(total - filled)
-                if not chunk:
+                ready, _, _ = select.select([self._fd], [], [], self.POLL_S)
+                if not ready:
+                    if self._stopping():
+                        break
+                    continue
+                count = os.readv(self._fd, [view[filled:]])
+                if count == 0:
                     break
-                view[filled : filled + len(chunk)] = chunk
-                filled += len(chunk)
+                filled += count
             return filled
         while filled < total:
-            ready, _, _ = select.select([self._fd], [], [], self.POLL_S)
-            if not ready:
-                if self._stopping():
-                    break
-                continue
-            count = os.readv(self._fd, [view[filled:]])
-            if count == 0:
+            if self._pump is not None:
+                chunk = self._pump.read(total - filled, self.POLL_S)
+                if chunk is None:
+                    if self._stopping():
+                        break
+                    continue
+            else:
+                chunk = self._stream.read(total - filled)
+            if not chunk:
                 break
-            filled += count
+            view[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
         return filled
 
     def _read_image(self) -> tuple[np.ndarray, str] | None:
@@ -426,18 +439,60 @@ class RawRGBSource(FrameSource):
             self._stream.close()
 
 
-def _pollable_fd(stream: BinaryIO) -> int | None:
-    """The stream's descriptor when it can be waited on with select (POSIX), else None.
+def _descriptor(stream: BinaryIO) -> int | None:
+    """The stream's file descriptor, or None (BytesIO and the like).
 
     The descriptor is read directly, so the stream must not have been read through its Python buffer
     before (sys.stdin.buffer and freshly opened files have not).
     """
-    if os.name != "posix":
-        return None          # Windows' select takes sockets only
     try:
         return stream.fileno()
     except (AttributeError, OSError, ValueError):
         return None
+
+
+class _ChunkPump:
+    """Reads a descriptor on a daemon thread and hands the chunks over a small queue.
+
+    For systems whose ``select`` cannot wait on pipes: the consumer waits on the queue with a timeout
+    instead. ``os.read`` holds no Python-level lock, so a thread still blocked in it at exit is harmless.
+    The bounded queue makes the thread wait for the consumer: nothing is dropped.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, fd: int, name: str) -> None:
+        self._fd = fd
+        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=4)
+        self._leftover = b""
+        self._eof = False
+        threading.Thread(target=self._run, name=f"facewire-read-{name}", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._fd, self.CHUNK)
+            except OSError as exc:
+                logger.warning("reading %s failed: %s", self._fd, exc)
+                chunk = b""
+            self._queue.put(chunk)
+            if not chunk:
+                return
+
+    def read(self, size: int, timeout: float) -> bytes | None:
+        """Up to ``size`` bytes; b"" at the end of the stream; None if nothing came within ``timeout``."""
+        if not self._leftover:
+            if self._eof:
+                return b""
+            try:
+                self._leftover = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if not self._leftover:
+                self._eof = True
+                return b""
+        chunk, self._leftover = self._leftover[:size], self._leftover[size:]
+        return chunk
 
 
 class CaptureLike(Protocol):
