@@ -174,6 +174,27 @@ def test_face_ids_are_openseeface_slots_when_a_face_leaves_and_returns(tmp_path,
     assert {r.id for d in drain() for r in decode_datagram(d)} == {3}
 
 
+def test_face_ids_match_openseeface_on_the_hamilton_clip(collector):
+    """OpenSeeFace's own log of this clip has face id 0 throughout, though the face is lost and found again
+    (our tracker makes several tracks of it); our records must say 0 throughout too."""
+    port, drain = collector
+    reference = read_osf_log(data_path("openseeface_reference", "hamilton_m0_log.csv"))
+    assert set(reference.face_id.astype(int).tolist()) == {0}
+    video = data_path("videos", "face_recognition_short_hamilton_clip.mp4")
+    assert facetracker_main(["-c", str(video), "-p", str(port), "-s", "1"]) == 0
+    ids = [r.id for d in drain() for r in decode_datagram(d)]
+    assert len(ids) > 100 and set(ids) == {0}
+    tracker = FaceTracker(TrackingConfig())
+    cap = cv2.VideoCapture(str(video))
+    tracks = set()
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        tracks |= {f.track_id for f in tracker.update(frame)}
+    assert len(tracks) > 1                   # so the clip really does start new tracks
+
+
 def test_face_ids_stay_within_the_slots_with_two_faces(collector):
     port, drain = collector
     video = data_path("videos", "two_people_static_640x360.avi")
