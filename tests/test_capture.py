@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +31,10 @@ from facewire.tracker.capture import (
     format_camera_list,
     fourcc_to_str,
     ioctl_number,
+    camera_backends,
     list_cameras,
+    list_v4l2_cameras,
+    open_cv_camera,
     open_source,
 )
 
@@ -169,8 +173,17 @@ def test_image_folder_repeat_and_mirror(tmp_path: Path) -> None:
 
 def test_folder_without_images_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("no pictures here")
-    with pytest.raises(CaptureError, match="no images"):
+    with pytest.raises(CaptureError, match="no frame could be read: .* contains no images"):
         open_source(CaptureConfig(str(tmp_path)))
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_folder_of_only_unreadable_images_is_an_error(tmp_path: Path, repeat: bool) -> None:
+    for k in range(2):
+        (tmp_path / f"img{k}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with ImageFolderSource(tmp_path, repeat=repeat) as source:
+        with pytest.raises(CaptureError, match="no frame could be read: none of the 2 images"):
+            next(source)
 
 
 # --- raw RGB ------------------------------------------------------------------------------------
@@ -348,6 +361,60 @@ def test_close_interrupts_camera_backoff() -> None:
     assert source.closed
 
 
+class HangingCapture(FakeCapture):
+    """A camera whose read blocks in the driver for a long time after its first frame."""
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.remaining <= 0:
+            time.sleep(30)
+        return super().read()
+
+
+def test_close_returns_promptly_when_the_camera_read_hangs() -> None:
+    source = CameraSource(0, opener=ScriptedOpener([HangingCapture(tag=4, frames=1)]))
+    reader = LatestFrameReader(source)
+    assert reader.get(timeout=5.0) is not None
+    time.sleep(0.1)                                   # the thread is now stuck in read()
+    started = time.monotonic()
+    reader.close()
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("pump", [False, True])   # True: the helper-thread reader Windows uses, run here
+def test_raw_rgb_read_gives_up_on_stop_while_the_pipe_is_idle(pump: bool) -> None:
+    read_fd, write_fd = os.pipe()
+    stop = threading.Event()
+    try:
+        with os.fdopen(read_fd, "rb") as stream:
+            source = RawRGBSource(stream, 4, 4, stop=stop, pump=pump)
+            os.write(write_fd, bytes(range(48)))      # one whole frame, then silence with the pipe open
+            assert next(source).image.shape == (4, 4, 3)
+            threading.Timer(0.2, stop.set).start()
+            started = time.monotonic()
+            with pytest.raises(StopIteration):
+                next(source)
+            assert time.monotonic() - started < 1.0
+    finally:
+        os.close(write_fd)
+
+
+def test_raw_rgb_through_the_helper_thread_keeps_every_byte_in_order() -> None:
+    """Frames split across and inside chunks, then the end of the stream (the Windows path, run here)."""
+    frames = _rgb_frames(7, 5, 4)
+    data = frames.tobytes()
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as stream:
+        source = RawRGBSource(stream, 5, 4, pump=True)
+        for start in range(0, len(data), 37):          # odd-sized writes, unaligned to the 60-byte frames
+            os.write(write_fd, data[start : start + 37])
+        os.write(write_fd, b"\x01\x02")                 # a partial eighth frame, then the end
+        os.close(write_fd)
+        got = list(source)
+    assert len(got) == 7
+    for frame, rgb in zip(got, frames):
+        np.testing.assert_array_equal(frame.image, rgb[:, :, ::-1])
+
+
 # --- LatestFrameReader --------------------------------------------------------------------------
 
 
@@ -416,7 +483,7 @@ def test_list_cameras_skips_nodes_that_are_not_v4l2(tmp_path: Path) -> None:
     dev.mkdir()
     (dev / "video0").write_bytes(b"")  # opens, but the V4L2 ioctls fail: not a capture device
     # video1 has no device node at all
-    assert list_cameras(sysfs_dir=sysfs, dev_dir=dev) == []
+    assert list_v4l2_cameras(sysfs_dir=sysfs, dev_dir=dev) == []
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores file permissions")
@@ -427,7 +494,122 @@ def test_list_cameras_shows_devices_it_may_not_open(tmp_path: Path) -> None:
     dev.mkdir()
     (dev / "video2").write_bytes(b"")
     (dev / "video2").chmod(0)
-    assert list_cameras(sysfs_dir=sysfs, dev_dir=dev) == [CameraInfo(2, str(dev / "video2"), "Locked Cam", ())]
+    assert list_v4l2_cameras(sysfs_dir=sysfs, dev_dir=dev) == [CameraInfo(2, str(dev / "video2"), "Locked Cam", ())]
+
+
+@pytest.mark.parametrize(
+    "platform_name, expected",
+    [
+        ("linux", [(cv2.CAP_V4L2, "V4L2")]),
+        ("win32", [(cv2.CAP_DSHOW, "DirectShow"), (cv2.CAP_MSMF, "Media Foundation")]),
+        ("cygwin", [(cv2.CAP_DSHOW, "DirectShow"), (cv2.CAP_MSMF, "Media Foundation")]),
+        ("darwin", [(cv2.CAP_AVFOUNDATION, "AVFoundation")]),
+        ("freebsd14", [(cv2.CAP_ANY, "OpenCV's default")]),
+    ],
+)
+def test_camera_backend_per_system(platform_name: str, expected: list) -> None:
+    assert [tuple(b) for b in camera_backends(platform_name)] == expected
+
+
+def test_this_system_uses_its_own_backend() -> None:
+    assert camera_backends() == camera_backends(os.sys.platform)
+
+
+class RecordingCapture:
+    """cv2.VideoCapture's (device, api) constructor: records the call; opens only for `opens_with`."""
+
+    def __init__(self, opens_with: set[int], calls: list) -> None:
+        self.opens_with, self.calls = opens_with, calls
+
+    def __call__(self, device: int | str, api: int) -> FakeCapture:
+        self.calls.append((device, api))
+        return FakeCapture(tag=api % 256, frames=1, opened=api in self.opens_with)
+
+
+def test_opening_a_camera_tries_the_systems_backends_in_order() -> None:
+    calls: list = []
+    cap = open_cv_camera(1, platform_name="win32", capture=RecordingCapture({cv2.CAP_MSMF}, calls))
+    assert calls == [(1, cv2.CAP_DSHOW), (1, cv2.CAP_MSMF)] and cap.isOpened()   # DirectShow failed: Media Foundation
+    calls.clear()
+    cap = open_cv_camera(0, platform_name="win32", capture=RecordingCapture({cv2.CAP_DSHOW, cv2.CAP_MSMF}, calls))
+    assert calls == [(0, cv2.CAP_DSHOW)]
+    calls.clear()
+    cap = open_cv_camera(0, platform_name="darwin", capture=RecordingCapture(set(), calls))
+    assert calls == [(0, cv2.CAP_AVFOUNDATION)] and not cap.isOpened()
+    calls.clear()
+    open_cv_camera("/dev/video3", platform_name="linux", capture=RecordingCapture({cv2.CAP_V4L2}, calls))
+    assert calls == [("/dev/video3", cv2.CAP_V4L2)]
+
+
+def _package_cameras(api: int, entries: list[tuple[int, str, str]]):
+    """What cv2-enumerate-cameras returns, built with its own CameraInfo class."""
+    from cv2_enumerate_cameras.camera_info import CameraInfo as PackageCameraInfo
+
+    return [PackageCameraInfo(index, name, path, 0x046D, 0x0825, api) for index, name, path in entries]
+
+
+@pytest.mark.parametrize(
+    "platform_name, api, backend",
+    [("win32", cv2.CAP_DSHOW, "DirectShow"), ("darwin", cv2.CAP_AVFOUNDATION, "AVFoundation")],
+)
+def test_list_cameras_names_through_the_package_on_windows_and_macos(platform_name, api, backend) -> None:
+    asked = []
+
+    def enumerate_cameras(requested: int):
+        asked.append(requested)
+        return _package_cameras(requested, [(1, "OBS Virtual Camera", r"\\?\root#image#0000"),
+                                            (0, "HD Pro Webcam C920", r"\\?\usb#vid_046d&pid_082d&mi_00")])
+
+    cameras = list_cameras(platform_name=platform_name, enumerate_cameras=enumerate_cameras)
+    assert asked == [api]
+    assert [(c.index, c.name, c.backend, c.modes) for c in cameras] == [
+        (0, "HD Pro Webcam C920", backend, ()), (1, "OBS Virtual Camera", backend, ())]
+    text = format_camera_list(cameras)
+    assert f"  0: HD Pro Webcam C920 ({backend})" in text and "-W, -H and -F" in text
+
+
+def test_list_cameras_on_linux_adds_v4l2_modes_and_skips_non_capture_nodes(tmp_path: Path) -> None:
+    not_v4l2 = tmp_path / "video0"
+    not_v4l2.write_bytes(b"")                       # opens, but is no capture node: left out
+    gone = str(tmp_path / "video5")                 # cannot be opened: listed without modes
+
+    def enumerate_cameras(api: int):
+        assert api == cv2.CAP_V4L2
+        return _package_cameras(api, [(0, "Meta", str(not_v4l2)), (5, "Cam", gone)])
+
+    cameras = list_cameras(platform_name="linux", enumerate_cameras=enumerate_cameras)
+    assert cameras == [CameraInfo(5, gone, "Cam", (), "V4L2")]
+
+
+def test_list_cameras_falls_back_when_the_package_fails(monkeypatch, caplog) -> None:
+    def broken(api: int):
+        raise OSError("enumeration failed")
+
+    fallback = [CameraInfo(3, "/dev/video3", "Sysfs Cam", (CameraMode("MJPG", 640, 480, 30.0),))]
+    monkeypatch.setattr(capture, "list_v4l2_cameras", lambda: fallback)
+    assert list_cameras(platform_name="linux", enumerate_cameras=broken) == fallback
+    assert "using V4L2 directly" in caplog.text
+    assert list_cameras(platform_name="win32", enumerate_cameras=broken) == []
+
+
+def test_list_cameras_with_the_real_package_on_this_machine() -> None:
+    from cv2_enumerate_cameras import enumerate_cameras
+
+    expected = sorted(c.index for c in enumerate_cameras(camera_backends()[0].api))
+    found = [c.index for c in list_cameras()]
+    assert set(found) <= set(expected)              # nodes that capture no video are left out
+    if os.sys.platform.startswith("linux"):
+        assert found == [c.index for c in list_v4l2_cameras()]
+
+
+def test_capture_imports_without_posix_only_modules() -> None:
+    """Windows has no fcntl: the V4L2 code may only need it when it runs."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['fcntl'] = None; import facewire.tracker.capture, facewire.tracker.daemon"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 def test_v4l2_struct_layouts_and_ioctl_numbers() -> None:

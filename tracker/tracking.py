@@ -7,6 +7,12 @@ its own face and two faces passing near each other keep their ids. A face the me
 recognises is kept for ``discard_after`` frames; if the detector finds a face near where it was
 lost within that time, the face gets its old id back.
 
+Each face carries two numbers. ``track_id`` grows for every new track and is never reused: it names one
+person's track. ``id`` is OpenSeeFace's slot: OpenSeeFace keeps a fixed pool of ``--faces`` slots and
+sends the slot number, so its consumers (which never expire an id and read face 0 by default) keep
+seeing ids 0..faces-1. A new track takes the free slot whose last face was nearest; a track coming back
+takes its old slot when it is free.
+
 A track can drift: after a scene cut its crop may hold half of a different face, or the gap between
 two, that the mesh still half-recognises as a face. So even when every face slot is taken, the
 detector checks the tracks every ``recheck_every`` frames, and sooner (at most every
@@ -45,21 +51,26 @@ class TrackingConfig:
     def __post_init__(self) -> None:
         if self.max_faces < 1:
             raise ValueError(f"--faces must be at least 1, not {self.max_faces}")
-        if self.scan_every < 0 or self.discard_after < 0:
-            raise ValueError("--scan-every and --discard-after cannot be negative")
-        for name in ("presence_threshold", "detection_threshold"):
+        if self.scan_every < 1:
+            raise ValueError(f"--scan-every must be at least 1 (frames), not {self.scan_every}")
+        if self.discard_after < 0:
+            raise ValueError(f"--discard-after cannot be negative, not {self.discard_after}")
+        if self.threads < 1:
+            raise ValueError(f"--max-threads must be at least 1, not {self.threads}")
+        for name, flag in (("presence_threshold", "--threshold"), ("detection_threshold", "--detection-threshold")):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name.replace('_', ' ')} must lie between 0 and 1, not {getattr(self, name)}")
+                raise ValueError(f"{flag} must lie between 0 and 1, not {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
 class TrackedFace:
     """One face in one frame."""
 
-    id: int
+    id: int              # OpenSeeFace slot, 0..max_faces-1 (what OpenSeeFace sends as the face id)
     mesh: MeshResult
     new: bool            # first frame of this track (or of its return after being lost)
     box: np.ndarray      # (4,) bounding box of the landmarks
+    track_id: int = 0    # this person's track, never reused (a new person in a slot gets a new one)
 
 
 class _Track:
@@ -67,6 +78,7 @@ class _Track:
 
     def __init__(self, face_id: int, box: np.ndarray) -> None:
         self.id = face_id
+        self.slot = -1                  # set while active; kept after loss as the slot to ask for first
         self.roi: Roi | None = None
         self.box = box
         self.missed = 0
@@ -92,17 +104,20 @@ class FaceTracker:
         self.landmarker = landmarker or Landmarker(config.mesh, threads=config.threads)
         self._tracks: list[_Track] = []
         self._next_id = 0
+        # Box of the last face each OpenSeeFace slot held (None: never used).
+        self._slot_boxes: list[np.ndarray | None] = [None] * config.max_faces
         self._since_scan = 0
         self._since_recheck = 0
         self.detections_run = 0
 
     def track_ids(self) -> set[int]:
-        """Ids of every face still kept, tracked or recently lost."""
+        """Track ids of every face still kept, tracked or recently lost."""
         return {t.id for t in self._tracks}
 
     def reset(self) -> None:
         self._tracks.clear()
         self._since_scan = 0
+        self._slot_boxes = [None] * self.config.max_faces
 
     def update(self, image: np.ndarray) -> list[TrackedFace]:
         found: list[TrackedFace] = []
@@ -112,7 +127,7 @@ class FaceTracker:
                 if mesh.presence >= self.config.presence_threshold:
                     found.append(self._keep(track, mesh, new=False))
                 else:
-                    log.debug("face %d lost (presence %.2f)", track.id, mesh.presence)
+                    log.debug("face %d (slot %d) lost (presence %.2f)", track.id, track.slot, mesh.presence)
                     track.roi = None
             if not track.active:
                 track.missed += 1
@@ -135,10 +150,26 @@ class FaceTracker:
         self._tracks = [t for t in self._tracks if t.active or t.missed <= self.config.discard_after]
 
     def _keep(self, track: _Track, mesh: MeshResult, new: bool) -> TrackedFace:
+        if not track.active:
+            track.slot = self._free_slot(track)
         track.roi = roi_from_landmarks(mesh.points)
         track.box = landmark_box(mesh.points)
         track.missed = 0
-        return TrackedFace(track.id, mesh, new, track.box)
+        self._slot_boxes[track.slot] = track.box
+        return TrackedFace(track.slot, mesh, new, track.box, track.id)
+
+    def _free_slot(self, track: _Track) -> int:
+        """The slot a (re)starting track takes: its own if free, else the free one whose last face was nearest."""
+        taken = {t.slot for t in self._tracks if t.active}
+        free = [s for s in range(self.config.max_faces) if s not in taken]
+        if track.slot in free:
+            return track.slot
+        mine = track.box[:2] + track.box[2:]            # twice the box centre
+
+        def distance(slot: int) -> float:   # between box centres; a never-used slot is infinitely far
+            box = self._slot_boxes[slot]
+            return np.inf if box is None else float(np.linalg.norm(box[:2] + box[2:] - mine)) / 2
+        return min(free, key=lambda slot: (distance(slot), slot))
 
     def _scan(self, image: np.ndarray, room: int) -> list[TrackedFace]:
         self.detections_run += 1
@@ -176,7 +207,7 @@ class FaceTracker:
         boxes = np.stack([d.box for d in detections])
         overlaps = np.stack([iou(face.box, boxes) for face in found])      # (faces, detections)
         unclaimed = [k for k in range(len(detections)) if overlaps[:, k].max() < 0.1]
-        tracks = {t.id: t for t in self._tracks if t.active}
+        tracks = {t.id: t for t in self._tracks if t.active}     # by track id
         result = []
         for row, face in enumerate(found):
             best = int(np.argmax(overlaps[row]))
@@ -194,11 +225,12 @@ class FaceTracker:
                 result.append(face)
                 continue
             if overlaps[row, best] > 0.1:
-                log.debug("face %d drifted (overlap %.2f); put back on its face", face.id, overlaps[row, best])
-                result.append(self._keep(tracks[face.id], mesh, new=False))
+                log.debug("face %d drifted (overlap %.2f); put back on its face", face.track_id,
+                          overlaps[row, best])
+                result.append(self._keep(tracks[face.track_id], mesh, new=False))
             else:
-                log.debug("face %d is not confirmed by the detector; its slot goes to a new face", face.id)
-                tracks[face.id].roi, tracks[face.id].missed = None, 1
+                log.debug("face %d is not confirmed by the detector; its slot goes to a new face", face.track_id)
+                tracks[face.track_id].roi, tracks[face.track_id].missed = None, 1
                 result.append(self._keep(self._new_track(detections[target]), mesh, new=True))
         return result
 
@@ -218,13 +250,13 @@ class FaceTracker:
         return track
 
     def _drop_duplicates(self, found: list[TrackedFace]) -> list[TrackedFace]:
-        """Two tracks that converged onto one face: keep the older (lower id)."""
+        """Two tracks that converged onto one face: keep the older (lower track id)."""
         kept: list[TrackedFace] = []
-        for face in sorted(found, key=lambda f: f.id):
+        for face in sorted(found, key=lambda f: f.track_id):
             if kept and iou(face.box, np.stack([k.box for k in kept])).max() > 0.5:
-                log.debug("face %d duplicates an older track; dropped", face.id)
+                log.debug("face %d duplicates an older track; dropped", face.track_id)
                 for t in self._tracks:
-                    if t.id == face.id:
+                    if t.id == face.track_id:
                         t.roi, t.missed = None, self.config.discard_after + 1
                 continue
             kept.append(face)
