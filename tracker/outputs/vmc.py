@@ -1,0 +1,79 @@
+"""``vmc://HOST:PORT``: the VMC protocol (Warudo, VSeeFace, VNyan, VMagicMirror, EVMC4U; port 39539).
+
+One OSC bundle per frame (format: ``facewire.client.vmc``). VMC drives one avatar, so one face is sent:
+``?face=ID`` picks a track id, otherwise the first face of the frame. ``?mirror=1`` mirrors the head
+turn and swaps Left/Right expressions; ``?neck=0.5`` gives that share of the head turn to the Neck bone.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from facewire.client.vmc import DEFAULT_PORT, encode_vmc_bundle
+
+from ..result import FaceResult, FrameResult
+from ..transport import UdpSender
+from .base import Output, OutputTarget, OutputUrlError, flag, number
+
+log = logging.getLogger(__name__)
+
+
+def pick_face(frame: FrameResult, face_id: int | None) -> FaceResult | None:
+    """The face an avatar output follows: the given track id, or the first face."""
+    if face_id is not None:
+        return frame.face(face_id)
+    return frame.faces[0] if frame.faces else None
+
+
+def face_option(target: OutputTarget) -> int | None:
+    if "face" not in target.options:
+        return None
+    try:
+        return int(target.options["face"])
+    except ValueError:
+        raise OutputUrlError(f"--output {target.url}: face={target.options['face']!r} must be a face id "
+                             f"(an integer)") from None
+
+
+class VmcOutput(Output):
+    scheme = "vmc"
+    default_port = DEFAULT_PORT
+    options = frozenset({"face", "mirror", "neck"})
+
+    def __init__(self, target: OutputTarget) -> None:
+        super().__init__(target)
+        self.needs = frozenset({"blendshapes"})
+        self.face_id = face_option(target)
+        self.mirror = flag(target, "mirror")
+        self.neck_share = number(target, "neck", 0.0, 0.0, 1.0)
+        self._sender: UdpSender | None = None
+        self._started = 0.0
+        self._warned = False
+
+    def open(self) -> None:
+        self._sender = UdpSender(self.target.host, self.target.port)
+        self._started = time.perf_counter()
+
+    def encode(self, frame: FrameResult) -> bytes:
+        face = pick_face(frame, self.face_id)
+        elapsed = frame.capture_monotonic - self._started
+        if face is None:
+            return encode_vmc_bundle(elapsed)
+        if face.blendshapes is None and not self._warned:
+            log.warning("%s: the faces carry no blendshapes; sending the head only", self.name)
+            self._warned = True
+        return encode_vmc_bundle(elapsed, face.blendshapes, face.pose.quaternion, neck_share=self.neck_share,
+                                 mirror=self.mirror)
+
+    def send(self, frame: FrameResult) -> None:
+        self._frames += 1
+        data = self.encode(frame)
+        before = self._sender.sent
+        self._sender.send(data)
+        self._count(self._sender.sent - before, len(data))
+        self._errors = self._sender.errors
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
