@@ -4,8 +4,9 @@ Why ZeroMQ next to UDP: any number of subscribers, across a LAN, optionally encr
 holders of the server's key (CURVE). The messages are exactly the msgpack datagrams of
 :mod:`facewire.client.msgpack_frame`, one message per datagram.
 
-A slow subscriber gets the newest frame, not a backlog: the publisher keeps at most ``SNDHWM`` messages
-per subscriber and the subscriber ``CONFLATE``s (keeps only the last message that arrived). A frame split
+A slow subscriber gets the newest frame, not a backlog: the subscriber ``CONFLATE``s (its I/O thread
+keeps reading the connection and keeps only the last message), and the publisher queues at most
+``SEND_HWM`` messages for a subscriber whose connection itself is too slow. A frame split
 into parts (more than about nine faces with the mesh) can then lose parts at a slow subscriber; each
 part is a complete frame for its faces, so those faces just miss an update.
 
@@ -31,7 +32,10 @@ __all__ = ["DEFAULT_PORT", "CurveKeyError", "ZmqPublisher", "ZmqSubscriber", "lo
            "make_keypair"]
 
 DEFAULT_PORT = 5555
-SEND_HWM = 2
+# Messages queued per subscriber at the publisher: enough for a split frame's parts and a burst, few
+# enough that a subscriber on a slow link lags by a handful of frames at most (newer ones are dropped
+# while the queue is full, then sending resumes with the newest).
+SEND_HWM = 8
 RECEIVE_HWM = 1
 _POLL_MS = 100
 
@@ -125,9 +129,15 @@ class _SubscriberSocket:
         self._address = address
 
     def recvfrom(self, _size: int) -> tuple[bytes, tuple[str, int]]:
-        if not self._sub.poll(_POLL_MS):
-            raise socket.timeout
-        frame = self._sub.recv(copy=False)
+        # Take a waiting message at once; only an empty queue waits in poll (up to 0.1 s, so close() is quick).
+        try:
+            frame = self._sub.recv(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self._sub.poll(_POLL_MS)
+            try:
+                frame = self._sub.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                raise socket.timeout from None
         try:
             peer = frame.get("Peer-Address")
         except zmq.ZMQError:
