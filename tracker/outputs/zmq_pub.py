@@ -22,7 +22,7 @@ class ZmqOutput(Output):
     def __init__(self, target: OutputTarget) -> None:
         super().__init__(target)
         self.mesh = flag(target, "mesh")
-        self.needs = frozenset({"blendshapes", "mesh"} if self.mesh else {"blendshapes"})
+        self.needs = frozenset({"pose", "blendshapes", "mesh"} if self.mesh else {"pose", "blendshapes"})
         self.curve = target.options.get("curve") or None
         if "curve" in target.options and not self.curve:
             raise OutputUrlError(f"--output {target.url}: curve= needs the server's secret key file "
