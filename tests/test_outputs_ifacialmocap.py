@@ -120,3 +120,26 @@ def test_parser_rejects_bad_datagrams(data, reason):
     with pytest.raises(DatagramError) as info:
         parse_ifacialmocap(data)
     assert info.value.reason == reason
+
+
+def test_receiver_connects_to_a_listening_tracker_and_counts_bad_datagrams():
+    from facewire.client.ifacialmocap_receiver import IFacialMocapReceiver
+    port = _free_port()
+    frames = [f for f in video_frames() if f.faces][:3]
+    with parse_output_url(f"ifacialmocap://127.0.0.1:{port}?listen") as output, \
+            IFacialMocapReceiver(port=0) as receiver:
+        receiver.connect_to("127.0.0.1", port, v2=True)
+        time.sleep(0.05)
+        for frame in frames:
+            seen = receiver.frame_count
+            output.send(frame)
+            got = receiver.wait(2.0, after=seen)
+            assert got[0].yaw == pytest.approx(frame.faces[0].pose.yaw, abs=1e-4)
+        assert receiver.latest().head_rotation[0] == pytest.approx(-frames[-1].faces[0].pose.pitch, abs=1e-4)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        seen = receiver.frame_count
+        sender.sendto(b"jawOpen-12|", receiver.address)
+        sender.sendto(b"jawOpen-12|=head#1,2,3,0,0,0|", receiver.address)
+        assert receiver.wait(2.0, after=seen)[0].blendshapes == {"jawOpen": 0.12}
+        assert receiver.stats().dropped == {"schema": 1} and receiver.running
+        sender.close()

@@ -55,6 +55,7 @@ class IFacialMocapOutput(Output):
         self._sender: UdpSender | None = None
         self._socket: socket.socket | None = None
         self.peers: dict[tuple, bool] = {}        # address -> wants v2
+        self._warned = False
 
     def open(self) -> None:
         if not self.listen:
@@ -103,6 +104,9 @@ class IFacialMocapOutput(Output):
         face = pick_face(frame, self.face_id)
         if face is None:
             return
+        if face.blendshapes is None and not self._warned:
+            log.warning("%s: the faces carry no blendshapes; sending zeros for them", self.name)
+            self._warned = True
         if self._sender is not None:
             data = encode_face(face, self.v2)
             before = self._sender.sent
