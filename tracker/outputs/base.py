@@ -14,6 +14,7 @@ from typing import ClassVar, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 from ..result import NEEDS, FrameResult
+from ..transport import TransportError, UdpSender
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,13 @@ class Output(ABC):
 
     def stats(self) -> OutputStats:
         return OutputStats(self._frames, self._datagrams, self._bytes, self._errors)
+
+    def _udp_sender(self) -> UdpSender:
+        """A UDP socket to the URL's host and port; errors name the URL."""
+        try:
+            return UdpSender(self.target.host, self.target.port)
+        except TransportError as exc:
+            raise TransportError(f"--output {self.name}: {exc}") from None
 
     def _count(self, sent: int, size: int) -> None:
         self._datagrams += sent

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import socket
 
-import numpy as np
 
 from facewire.client.ifacialmocap import (DEFAULT_PORT, encode_ifacialmocap, eye_angles, head_angles, is_handshake,
                                           wants_v2)
@@ -59,20 +58,22 @@ class IFacialMocapOutput(Output):
 
     def open(self) -> None:
         if not self.listen:
-            self._sender = UdpSender(self.target.host, self.target.port)
+            self._sender = self._udp_sender()
             return
         try:
             family, _, _, _, address = socket.getaddrinfo(self.target.host, self.target.port,
                                                           type=socket.SOCK_DGRAM)[0]
         except socket.gaierror as exc:
-            raise TransportError(f"{self.name}: cannot resolve {self.target.host!r}: {exc}") from None
+            raise TransportError(f"--output {self.name}: cannot resolve {self.target.host!r}: {exc}") from None
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.bind(address)
         except OSError as exc:
             sock.close()
-            raise TransportError(f"{self.name}: cannot listen on {self.target.host}:{self.target.port} for the "
-                                 f"iFacialMocap handshake ({exc}); is another program using that port?") from None
+            raise TransportError(f"--output {self.name}: cannot listen on {self.target.host}:{self.target.port} for "
+                                 f"the iFacialMocap handshake ({exc}); the host must be an address of this machine "
+                                 f"(0.0.0.0 for all) and the port free (an app listening for a phone on this PC "
+                                 f"takes it: then stream to it without ?listen)") from None
         sock.setblocking(False)
         self._socket = sock
         self.address = sock.getsockname()[:2]

@@ -24,7 +24,7 @@ class OsfOutput(Output):
         self._sender: UdpSender | None = None
 
     def open(self) -> None:
-        self._sender = UdpSender(self.target.host, self.target.port)
+        self._sender = self._udp_sender()
 
     def send(self, frame: FrameResult) -> None:
         self._frames += 1

@@ -51,7 +51,7 @@ class VmcOutput(Output):
         self._warned = False
 
     def open(self) -> None:
-        self._sender = UdpSender(self.target.host, self.target.port)
+        self._sender = self._udp_sender()
         self._started = time.perf_counter()
 
     def encode(self, frame: FrameResult) -> bytes:

@@ -10,6 +10,7 @@ from facewire.client.msgpack_frame import MAX_DATAGRAM
 from facewire.client.zmq_stream import DEFAULT_PORT, CurveKeyError, ZmqPublisher
 
 from ..result import FrameResult
+from ..transport import TransportError
 from .base import Output, OutputTarget, OutputUrlError, flag
 from .msgpack_udp import encode_result
 
@@ -35,6 +36,8 @@ class ZmqOutput(Output):
             self._publisher = ZmqPublisher(self.endpoint, self.curve)
         except CurveKeyError as exc:
             raise OutputUrlError(f"--output {self.name}: {exc}") from None
+        except OSError as exc:          # the port is taken, or the host is not an address of this machine
+            raise TransportError(f"--output {self.name}: {exc}") from None
 
     def send(self, frame: FrameResult) -> None:
         self._frames += 1
