@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import socket
 
-
 from facewire.client.ifacialmocap import (DEFAULT_PORT, encode_ifacialmocap, eye_angles, head_angles, is_handshake,
                                           wants_v2)
 
