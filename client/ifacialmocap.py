@@ -16,7 +16,7 @@ One datagram per frame, ASCII::
   (the face is at negative z), from the camera.
 
 Handshake: an app sends ``HANDSHAKE`` (optionally followed by ``|sendDataVersion=v2``) to the phone's
-port 49983 and the phone then streams to the address the handshake came from.
+port 49983 and the phone then streams to port 49983 at the IP address the handshake came from.
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 phone app itself) with the same interface as the other receivers.
 
 The format has no face ids (the phone tracks one face), so every frame is one record under key 0.
-``connect_to`` sends the app's handshake to a tracker or phone running in listening mode, from this
-receiver's own socket, so the stream comes back to it.
+``connect_to`` sends the app's handshake to a tracker or phone running in listening mode; the stream
+then comes to this machine's port 49983 (the phone's rule), so listen there, or start the tracker with
+``&reply_port=`` this receiver's port.
 """
 from __future__ import annotations
 

@@ -84,6 +84,8 @@ def test_optional_work_is_absent_unless_asked():
     ("osf://127.0.0.1:11573?mesh=1", "unknown option mesh for osf://"),
     ("vmc://127.0.0.1?neck=2", "neck='2' must be a number from 0 to 1"),
     ("ifacialmocap://127.0.0.1?face=me", "must be a face id"),
+    ("ifacialmocap://127.0.0.1?reply_port=5", "only with ?listen"),
+    ("ifacialmocap://0.0.0.0?listen&reply_port=0", "reply_port='0' must be a number from 1 to 65535"),
 ])
 def test_bad_urls_are_named_in_the_error(url, message):
     with pytest.raises(OutputUrlError) as info:

@@ -69,13 +69,16 @@ def test_real_run_parsed_by_the_reader(listener):
 
 
 def test_handshake_mode_streams_to_whoever_asks(listener):
+    """The phone's rule: stream to the handshake's IP at the app's port (49983 unless reply_port says)."""
     app, drain = listener
     port = _free_port()
     frames = [f for f in video_frames() if f.faces][:5]
-    with parse_output_url(f"ifacialmocap://127.0.0.1:{port}?listen") as output:
+    with parse_output_url(f"ifacialmocap://127.0.0.1:{port}?listen&reply_port={app.getsockname()[1]}") as output:
         output.send(frames[0])
         assert drain() == [] and output.stats().datagrams == 0         # nobody asked yet
-        app.sendto(HANDSHAKE, ("127.0.0.1", port))
+        handshake_sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)     # from another port than
+        handshake_sender.sendto(HANDSHAKE, ("127.0.0.1", port))                 # the app listens on
+        handshake_sender.close()
         time.sleep(0.05)
         for frame in frames[1:3]:
             output.send(frame)
@@ -126,8 +129,8 @@ def test_receiver_connects_to_a_listening_tracker_and_counts_bad_datagrams():
     from facewire.client.ifacialmocap_receiver import IFacialMocapReceiver
     port = _free_port()
     frames = [f for f in video_frames() if f.faces][:3]
-    with parse_output_url(f"ifacialmocap://127.0.0.1:{port}?listen") as output, \
-            IFacialMocapReceiver(port=0) as receiver:
+    with IFacialMocapReceiver(port=0) as receiver, \
+            parse_output_url(f"ifacialmocap://127.0.0.1:{port}?listen&reply_port={receiver.address[1]}") as output:
         receiver.connect_to("127.0.0.1", port, v2=True)
         time.sleep(0.05)
         for frame in frames:
@@ -143,3 +146,15 @@ def test_receiver_connects_to_a_listening_tracker_and_counts_bad_datagrams():
         assert receiver.wait(2.0, after=seen)[0].blendshapes == {"jawOpen": 0.12}
         assert receiver.stats().dropped == {"schema": 1} and receiver.running
         sender.close()
+
+
+def test_handshake_answered_at_port_49983_by_default():
+    port = _free_port()
+    frame = [f for f in video_frames() if f.faces][0]
+    with parse_output_url(f"ifacialmocap://127.0.0.1:{port}?listen") as output:
+        asker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        asker.sendto(HANDSHAKE, ("127.0.0.1", port))
+        time.sleep(0.05)
+        output.send(frame)
+        assert list(output.peers) == [("127.0.0.1", 49983)]
+        asker.close()

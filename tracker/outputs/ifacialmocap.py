@@ -5,10 +5,11 @@ Two ways to connect:
 
 * ``ifacialmocap://127.0.0.1:49983`` streams to that address from the start (same PC, or an app whose
   address you know);
-* ``ifacialmocap://0.0.0.0:49983?listen`` behaves like the phone: it listens on that port and streams
-  to whoever sends the app's handshake there (the app on another PC needs only this PC's address).
-  Several apps may connect; each handshake's sender is kept. A handshake asking for
-  ``sendDataVersion=v2`` gets the v2 separator.
+* ``ifacialmocap://0.0.0.0:49983?listen`` behaves like the phone: it listens on that port and, when an
+  app's handshake arrives, streams to port 49983 at the handshake's IP address, as the phone does (the
+  app on another PC needs only this PC's address; apps may send the handshake from any port).
+  ``&reply_port=N`` streams to port N instead. Several apps may connect; each sender is kept. A
+  handshake asking for ``sendDataVersion=v2`` gets the v2 separator.
 
 ``?face=ID`` picks the face to send (default: the first face of each frame). A frame with no face sends
 nothing (the apps keep the last pose, as when the phone loses the face).
@@ -23,7 +24,7 @@ from facewire.client.ifacialmocap import (DEFAULT_PORT, encode_ifacialmocap, eye
 
 from ..result import FaceResult, FrameResult
 from ..transport import TransportError, UdpSender
-from .base import Output, OutputTarget, flag
+from .base import Output, OutputTarget, OutputUrlError, flag, number
 from .vmc import face_option, pick_face
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def encode_face(face: FaceResult, v2: bool = False) -> bytes:
 class IFacialMocapOutput(Output):
     scheme = "ifacialmocap"
     default_port = DEFAULT_PORT
-    options = frozenset({"listen", "face", "v2"})
+    options = frozenset({"listen", "face", "v2", "reply_port"})
 
     def __init__(self, target: OutputTarget) -> None:
         super().__init__(target)
@@ -50,6 +51,9 @@ class IFacialMocapOutput(Output):
         self.listen = flag(target, "listen")
         self.v2 = flag(target, "v2")
         self.face_id = face_option(target)
+        self.reply_port = int(number(target, "reply_port", DEFAULT_PORT, 1, 65535))
+        if "reply_port" in target.options and not self.listen:
+            raise OutputUrlError(f"--output {target.url}: reply_port applies only with ?listen")
         self._sender: UdpSender | None = None
         self._socket: socket.socket | None = None
         self.peers: dict[tuple, bool] = {}        # address -> wants v2
@@ -89,11 +93,12 @@ class IFacialMocapOutput(Output):
                 log.debug("%s: receive error ignored: %s", self.name, exc)
                 return
             if is_handshake(data):
-                if source not in self.peers:
-                    log.info("%s: streaming to %s:%d", self.name, *source[:2])
+                peer = (source[0], self.reply_port, *source[2:])      # IPv6 keeps flow info and scope
+                if peer not in self.peers:
+                    log.info("%s: streaming to %s:%d", self.name, *peer[:2])
                     if len(self.peers) >= MAX_PEERS:
                         self.peers.pop(next(iter(self.peers)))
-                self.peers[source] = wants_v2(data)
+                self.peers[peer] = wants_v2(data)
 
     def send(self, frame: FrameResult) -> None:
         self._frames += 1
