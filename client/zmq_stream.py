@@ -91,7 +91,8 @@ class ZmqPublisher:
 
     def __init__(self, endpoint: str, secret_key_file: str | Path | None = None,
                  context: zmq.Context | None = None) -> None:
-        self._context = context or zmq.Context.instance()
+        self._own_context = context is None          # each stream its own I/O thread, ended on close
+        self._context = context or zmq.Context()
         self._socket = self._context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, SEND_HWM)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -104,7 +105,7 @@ class ZmqPublisher:
         try:
             self._socket.bind(endpoint)
         except zmq.ZMQError as exc:
-            self._socket.close(0)
+            self.close()
             raise OSError(f"cannot publish on {endpoint}: {exc}") from None
         self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sent = 0
@@ -119,6 +120,8 @@ class ZmqPublisher:
 
     def close(self) -> None:
         self._socket.close(0)
+        if self._own_context:
+            self._context.term()
 
 
 class _SubscriberSocket:
@@ -174,7 +177,8 @@ class ZmqSubscriber(DatagramReceiver[MsgpackFace]):
     ) -> None:
         self._endpoint = endpoint
         self._server_key = None if server_key is None else load_public_key(server_key)
-        self._context = context or zmq.Context.instance()
+        self._own_context = context is None
+        self._context = context or zmq.Context()
         self._keeper = FrameKeeper()
         super().__init__(self._keeper, face_key, host=endpoint, port=0, expire_after=expire_after,
                          allowed_senders=allowed_senders, on_frame=on_frame, drop_errors=(DatagramError,),
@@ -196,6 +200,8 @@ class ZmqSubscriber(DatagramReceiver[MsgpackFace]):
             sub.connect(self._endpoint)
         except zmq.ZMQError as exc:
             sub.close(0)
+            if self._own_context:
+                self._context.term()
             raise ReceiverError(f"cannot subscribe to {self._endpoint}: {exc}") from None
         hostport = self._endpoint.split("://", 1)[-1]
         name, _, number = hostport.rpartition(":")
@@ -210,6 +216,11 @@ class ZmqSubscriber(DatagramReceiver[MsgpackFace]):
 
     def faces(self) -> Mapping[int, MsgpackFace]:  # type: ignore[override]
         return super().faces()  # type: ignore[return-value]
+
+    def close(self) -> None:
+        super().close()
+        if self._own_context and not self._context.closed:
+            self._context.term()
 
     def __repr__(self) -> str:
         return f"<ZmqSubscriber {self._endpoint} {'running' if self.running else 'closed'}>"

@@ -66,6 +66,8 @@ def test_vmc_from_a_real_run_through_python_osc(osc_server):
     _settle(received, per_face * len(face_frames) + 2 * (len(frames) - len(face_frames)))
     got = _split_frames(received)
     assert len(got) == len(frames)
+    times = [messages[1][1][0] for messages in got]
+    assert times[0] == 0.0 and all(b >= a for a, b in zip(times, times[1:]))   # capture seconds since the first
     for frame, messages in zip(frames, got):
         addresses = [a for a, _ in messages]
         ok = messages[0][1]

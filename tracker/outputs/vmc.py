@@ -7,7 +7,6 @@ turn and swaps Left/Right expressions; ``?neck=0.5`` gives that share of the hea
 from __future__ import annotations
 
 import logging
-import time
 
 from facewire.client.vmc import DEFAULT_PORT, encode_vmc_bundle
 
@@ -47,15 +46,18 @@ class VmcOutput(Output):
         self.mirror = flag(target, "mirror")
         self.neck_share = number(target, "neck", 0.0, 0.0, 1.0)
         self._sender: UdpSender | None = None
-        self._started = 0.0
+        self._started: float | None = None
         self._warned = False
 
     def open(self) -> None:
         self._sender = self._udp_sender()
-        self._started = time.perf_counter()
+        self._started = None
 
     def encode(self, frame: FrameResult) -> bytes:
+        """The frame's bundle; /VMC/Ext/T counts seconds of capture time since the first frame."""
         face = pick_face(frame, self.face_id)
+        if self._started is None:
+            self._started = frame.capture_monotonic
         elapsed = frame.capture_monotonic - self._started
         if face is None:
             return encode_vmc_bundle(elapsed)
