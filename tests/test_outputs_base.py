@@ -149,3 +149,29 @@ def test_benchmark_script_times_every_output(capsys):
                  "msgpack / zmq: encode frame with the mesh", "zmq+tcp: send()", "all five formats"):
         assert name in out
     assert module.main(["/nonexistent.mp4"]) == 2
+
+
+def test_output_group_feeds_every_output_and_isolates_a_failing_one():
+    from facewire.tracker.outputs import OutputGroup
+    from facewire.client.msgpack_receiver import MsgpackReceiver
+    frames = [f for f in video_frames() if f.faces][:3]
+    with OpenSeeFaceReceiver(port=0) as osf, MsgpackReceiver(port=0) as mp:
+        group = OutputGroup.from_urls([f"osf://127.0.0.1:{osf.address[1]}", f"msgpack://127.0.0.1:{mp.address[1]}"],
+                                      mesh=True)
+        assert group.needs == {"pose", "blendshapes", "mesh"}
+        broken = parse_output_url("vmc://127.0.0.1:9")
+        broken.send = lambda frame: (_ for _ in ()).throw(RuntimeError("a bug"))
+        group.outputs.append(broken)
+        with group:
+            for frame in frames:
+                seen = osf.frame_count, mp.frame_count
+                group.send(frame)
+                assert osf.wait(2.0, after=seen[0]) and mp.wait(2.0, after=seen[1])[0].mesh.shape == (478, 3)
+        assert group.failed == [broken] and len(group.outputs) == 2
+        assert [s.datagrams for s in group.stats().values()] == [3, 3, 0]
+    # a URL that cannot be opened closes what was opened and names itself
+    with MsgpackReceiver(port=0) as mp:
+        group = OutputGroup.from_urls([f"msgpack://127.0.0.1:{mp.address[1]}", "vmc://nonexistent.invalid:1"])
+        with pytest.raises(OSError, match="vmc://nonexistent.invalid:1"):
+            group.open()
+        assert group.outputs[0]._sender is None

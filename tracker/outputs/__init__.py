@@ -1,12 +1,13 @@
 """Plug-in outputs: one module per wire format, chosen by ``--output URL`` (see ``base``).
 
-The loop needs only ``parse_output_url``, ``Output`` (open/send/close, ``needs``, ``stats``) and
-``default_output_url``; to add a format, write a module with an ``Output`` subclass and register its scheme
+The loop needs only ``OutputGroup.from_urls`` (or ``parse_output_url`` per URL), the group's ``needs``,
+``open``/``send(frame)``/``close``/``stats``, and ``default_output_url``; to add a format, write a module with an ``Output`` subclass and register its scheme
 here.
 """
 from __future__ import annotations
 
 from .base import REGISTRY, Output, OutputStats, OutputTarget, OutputUrlError, parse_output_url
+from .group import OutputGroup
 from .ifacialmocap import IFacialMocapOutput
 from .msgpack_udp import MsgpackOutput
 from .osf import OsfOutput
@@ -28,6 +29,6 @@ def needs_of(outputs: list[Output]) -> frozenset[str]:
     return frozenset().union(*(o.needs for o in outputs))
 
 
-__all__ = ["IFacialMocapOutput", "MsgpackOutput", "OsfOutput", "Output", "OutputStats", "OutputTarget",
+__all__ = ["IFacialMocapOutput", "MsgpackOutput", "OsfOutput", "Output", "OutputGroup", "OutputStats", "OutputTarget",
            "OutputUrlError", "REGISTRY", "VmcOutput", "ZmqOutput", "default_output_url", "needs_of",
            "parse_output_url"]
