@@ -29,8 +29,8 @@ import numpy as np
 from .arkit import ARKIT_NAMES, ifacialmocap_name
 from .protocol import DatagramError
 
-__all__ = ["DEFAULT_PORT", "HANDSHAKE", "IFacialMocapFrame", "encode_ifacialmocap", "eye_angles", "head_angles",
-           "is_handshake", "parse_ifacialmocap", "wants_v2"]
+__all__ = ["DEFAULT_PORT", "HANDSHAKE", "IFacialMocapFrame", "arkit_eye_angles", "arkit_head_angles",
+           "encode_ifacialmocap", "is_handshake", "parse_ifacialmocap", "wants_v2"]
 
 DEFAULT_PORT = 49983
 HANDSHAKE = b"iFacialMocap_sahuasouryya9218sauhuiayeta91555dy3719"
@@ -63,12 +63,12 @@ def wants_v2(data: bytes) -> bool:
     return b"sendDataVersion=v2" in data
 
 
-def head_angles(yaw: float, pitch: float, roll: float) -> tuple[float, float, float]:
+def arkit_head_angles(yaw: float, pitch: float, roll: float) -> tuple[float, float, float]:
     """(rx, ry, rz) degrees in ARKit's face frame from the README's yaw/pitch/roll."""
     return (-pitch, yaw, -roll)
 
 
-def eye_angles(gaze: Sequence[float]) -> tuple[float, float, float]:
+def arkit_eye_angles(gaze: Sequence[float]) -> tuple[float, float, float]:
     """(rx, ry, 0) degrees of an eye from its unit gaze vector in our head frame (x subject's left,
     y down, z back; straight ahead is (0, 0, -1))."""
     gx, gy, gz = (float(v) for v in gaze)

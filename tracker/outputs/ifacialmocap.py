@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import socket
 
-from facewire.client.ifacialmocap import (DEFAULT_PORT, encode_ifacialmocap, eye_angles, head_angles, is_handshake,
-                                          wants_v2)
+from facewire.client.ifacialmocap import (DEFAULT_PORT, arkit_eye_angles, arkit_head_angles, encode_ifacialmocap,
+                                          is_handshake, wants_v2)
 
 from ..result import FaceResult, FrameResult
 from ..transport import TransportError, UdpSender
@@ -36,8 +36,8 @@ def encode_face(face: FaceResult, v2: bool = False) -> bytes:
     """The face's datagram: ARKit-frame angles from our pose and gaze, position in metres."""
     pose = face.pose
     tx, ty, tz = (float(v) / 1000.0 for v in pose.translation)
-    return encode_ifacialmocap(face.blendshapes, head_angles(pose.yaw, pose.pitch, pose.roll), (tx, -ty, -tz),
-                               eye_angles(face.gaze_right), eye_angles(face.gaze_left), v2=v2)
+    return encode_ifacialmocap(face.blendshapes, arkit_head_angles(pose.yaw, pose.pitch, pose.roll), (tx, -ty, -tz),
+                               arkit_eye_angles(face.gaze_right), arkit_eye_angles(face.gaze_left), v2=v2)
 
 
 class IFacialMocapOutput(Output):
