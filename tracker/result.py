@@ -149,8 +149,8 @@ class ResultBuilder:
         features.setflags(write=False)
         return FaceResult(
             slot=slot, id=int(record.id), box=_frozen(face.box), confidence=float(face.mesh.presence),
-            points68=_frozen(self._ibug68.apply(face.mesh.points)), pose=None if pose is None else Pose.from_head_pose(pose),
-            gaze_right=gaze_right, gaze_left=gaze_left,
+            points68=_frozen(self._ibug68.apply(face.mesh.points)),
+            pose=None if pose is None else Pose.from_head_pose(pose), gaze_right=gaze_right, gaze_left=gaze_left,
             eye_open_right=float(record.eye_right), eye_open_left=float(record.eye_left), features=features,
             mesh=_frozen(face.mesh.points) if with_mesh else None, blendshapes=blendshapes, osf=record)
 

@@ -1,8 +1,8 @@
 """Plug-in outputs: one module per wire format, chosen by ``--output URL`` (see ``base``).
 
 The loop needs only ``OutputGroup.from_urls`` (or ``parse_output_url`` per URL), the group's ``needs``,
-``open``/``send(frame)``/``close``/``stats``, and ``default_output_url``; to add a format, write a module with an ``Output`` subclass and register its scheme
-here.
+``open``/``send(frame)``/``close``/``stats``, and ``default_output_url``. To add a format, write a module
+with an ``Output`` subclass and register its scheme here.
 """
 from __future__ import annotations
 
