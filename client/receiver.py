@@ -124,6 +124,9 @@ class DatagramReceiver(Generic[R]):
         rate_window: float = 2.0,
         name: str = "facewire-receiver",
     ) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            # getaddrinfo would wrap 99999 to 34463 and listen there without a word.
+            raise ValueError(f"port must be 0-65535 (0 = any free port), got {port!r}")
         if expire_after is not None and expire_after <= 0:
             raise ValueError(f"expire_after must be positive or None, got {expire_after}")
         if rate_window <= 0:

@@ -301,3 +301,25 @@ def test_monitor_on_a_terminal_redraws_in_place_and_restores_the_cursor() -> Non
     assert text.startswith("\x1b[?25l") and text.endswith("\x1b[?25h")
     frames = text.split("\x1b[H\x1b[J")[1:]
     assert len(frames) >= 2 and all(f"waiting for packets on 127.0.0.1:{port}" in f for f in frames)
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0", "-1", "eleven"])
+def test_every_port_option_refuses_ports_outside_1_to_65535(port, capsys) -> None:
+    """The socket layer wraps 99999 to 34463 and treats 65536 like 0 (any port): refuse them up front."""
+    commands = {"monitor": [], "calibrate": ["--expressions", "a,b", "--out", "x"], "expressions": ["--model", "m"]}
+    for command, required in commands.items():
+        with pytest.raises(SystemExit) as info:
+            _parse(command, *required, "--port", port)
+        assert info.value.code == 2
+        error = capsys.readouterr().err
+        assert f"argument --port: must be a port number" in error and "1-65535" in error, error
+    for edge in ("1", "65535"):
+        assert _parse("monitor", "--port", edge).port == int(edge)
+
+
+def test_out_of_range_port_exits_2_with_a_message_from_the_real_commands() -> None:
+    for argv in ([*COMMAND, "monitor", "--port", "99999"],
+                 [sys.executable, "-m", "facewire.tracker.cli", "expressions", "--model", "m", "--port", "65536"]):
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result
+        assert "1-65535" in result.stderr and "Traceback" not in result.stderr

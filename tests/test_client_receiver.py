@@ -277,3 +277,9 @@ def test_base_receiver_reuses_the_machinery_for_other_formats(sender: socket.soc
         _sync(rx, 5)
         assert dict(rx.faces()) == {"a": ("a", 3), "b": ("b", 2)}
         assert rx.stats().dropped == {"ValueError": 1, "UnicodeDecodeError": 1}
+
+
+@pytest.mark.parametrize("port", [65536, 99999, -1, 11573.0, True])
+def test_ports_outside_the_udp_range_are_refused(port) -> None:
+    with pytest.raises(ValueError, match="port must be 0-65535"):
+        OpenSeeFaceReceiver(port=port)
