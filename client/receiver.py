@@ -3,6 +3,12 @@
 :class:`DatagramReceiver` owns the socket, the thread, expiry, statistics and waiting; it takes
 a decode function, so other wire formats can reuse it. :class:`OpenSeeFaceReceiver` plugs in
 OpenSeeFace's decoder and keys records by face id.
+
+Anyone who can reach the port can send, so the receiver's cost must not grow with what a sender
+invents: at most ``max_faces`` faces are live (the one updated longest ago makes room and is counted
+as evicted), faces are kept in update order so that expiry only looks at the ones that expire, and
+expiry runs on a timer on the receiving thread (every 0.1 s, also while nothing arrives) rather than
+for every datagram.
 """
 
 from __future__ import annotations
@@ -12,15 +18,15 @@ import logging
 import socket
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
-from .protocol import DatagramError, OpenSeeFaceRecord, decode_datagram
+from .protocol import RECORD_SIZE, DatagramError, OpenSeeFaceRecord, decode_datagram
 
-__all__ = ["DatagramReceiver", "OpenSeeFaceReceiver", "ReceiverError", "ReceiverStats"]
+__all__ = ["DEFAULT_MAX_FACES", "DatagramReceiver", "OpenSeeFaceReceiver", "ReceiverError", "ReceiverStats"]
 
 _log = logging.getLogger(__name__)
 
@@ -29,6 +35,13 @@ R = TypeVar("R")
 #: Larger than any UDP payload over IPv4, so the kernel never truncates silently.
 _BUFFER_SIZE = 65536
 _POLL_SECONDS = 0.1
+#: How often the receiving thread expires silent faces (reads expire them exactly as well).
+_EXPIRE_SECONDS = 0.1
+#: Arrival times kept per face for its rate: plenty for any real frame rate over the rate window;
+#: a flood only shortens the span the rate is measured over.
+_MAX_ARRIVALS = 256
+#: Default bound on live faces: far more than any tracker sends, small enough to stay cheap.
+DEFAULT_MAX_FACES = 256
 _JOIN_SECONDS = 1.0
 
 #: Drop reasons the base class assigns itself; decoders add their own (e.g. "length").
@@ -42,7 +55,11 @@ class ReceiverError(OSError):
 
 @dataclass(frozen=True)
 class ReceiverStats:
-    """Counters since the receiver started; ``received == accepted + sum(dropped.values())``."""
+    """Counters since the receiver started; ``received == accepted + sum(dropped.values())``.
+
+    ``evicted`` counts faces dropped to make room when ``max_faces`` were live, ``expired`` faces
+    dropped after ``expire_after`` seconds of silence; ``live_faces`` is how many are live now.
+    """
 
     received: int
     accepted: int
@@ -50,6 +67,9 @@ class ReceiverStats:
     records: int
     callback_errors: int
     face_rates: Mapping[Hashable, float]
+    evicted: int = 0
+    expired: int = 0
+    live_faces: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -99,6 +119,15 @@ def _resolve(host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     return {ip for info in infos if (ip := _parse_ip(str(info[4][0]))) is not None}
 
 
+@dataclass
+class _Face(Generic[R]):
+    """What the receiver keeps about one live face (mutated under the receiver's lock only)."""
+
+    record: R
+    seen_at: float
+    arrivals: deque[float]
+
+
 class DatagramReceiver(Generic[R]):
     """Receive datagrams on a daemon thread, decode them, keep the newest record per key.
 
@@ -108,6 +137,10 @@ class DatagramReceiver(Generic[R]):
     ``key`` maps a record to its face key. ``on_frame`` is called on the receiver thread with
     every accepted frame (the list of records of one datagram); its exceptions are logged and
     counted, never fatal.
+
+    At most ``max_faces`` faces are kept: a new face beyond that replaces the face updated longest
+    ago (counted in ``stats().evicted``), so neither memory nor the cost per datagram grows with the
+    number of ids a sender makes up, even with ``expire_after=None``.
     """
 
     def __init__(
@@ -122,6 +155,7 @@ class DatagramReceiver(Generic[R]):
         on_frame: Callable[[list[R]], object] | None = None,
         drop_errors: tuple[type[Exception], ...] = (ValueError,),
         rate_window: float = 2.0,
+        max_faces: int = DEFAULT_MAX_FACES,
         name: str = "facewire-receiver",
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -131,6 +165,8 @@ class DatagramReceiver(Generic[R]):
             raise ValueError(f"expire_after must be positive or None, got {expire_after}")
         if rate_window <= 0:
             raise ValueError(f"rate_window must be positive, got {rate_window}")
+        if isinstance(max_faces, bool) or not isinstance(max_faces, int) or max_faces < 1:
+            raise ValueError(f"max_faces must be a positive integer, got {max_faces!r}")
         self._decode = decode
         self._key = key
         self._expire_after = expire_after
@@ -138,12 +174,14 @@ class DatagramReceiver(Generic[R]):
         self._on_frame = on_frame
         self._drop_errors = drop_errors
         self._rate_window = rate_window
+        self._max_faces = max_faces
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._latest: dict[Hashable, R] = {}
-        self._seen_at: dict[Hashable, float] = {}
-        self._arrivals: dict[Hashable, deque[float]] = {}
+        # Live faces, least recently updated first: expiry and eviction only touch the front.
+        self._faces: OrderedDict[Hashable, _Face[R]] = OrderedDict()
+        self._evicted = 0
+        self._expired = 0
         self._newest_key: Hashable | None = None
         self._frame: list[R] | None = None
         self._frame_seq = 0
@@ -181,11 +219,15 @@ class DatagramReceiver(Generic[R]):
         return sock
 
     def _run(self) -> None:
+        next_expiry = 0.0
         while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_expiry:  # the socket timeout brings us here while nothing arrives
+                self._expire()
+                next_expiry = now + _EXPIRE_SECONDS
             try:
                 data, source = self._socket.recvfrom(_BUFFER_SIZE)
             except socket.timeout:
-                self._expire()
                 continue
             except OSError as exc:
                 if self._stop.is_set():
@@ -224,14 +266,20 @@ class DatagramReceiver(Generic[R]):
             self._received += 1
             self._accepted += 1
             self._records += len(records)
+            faces = self._faces
             for rec, key in zip(records, keys):
-                self._latest[key] = rec
-                self._seen_at[key] = now
-                arrivals = self._arrivals.setdefault(key, deque())
-                arrivals.append(now)
-                self._prune_arrivals(arrivals, now)
+                face = faces.get(key)
+                if face is None:
+                    if len(faces) >= self._max_faces:
+                        self._drop_face(next(iter(faces)))
+                        self._evicted += 1
+                    face = faces[key] = _Face(rec, now, deque(maxlen=_MAX_ARRIVALS))
+                else:
+                    face.record, face.seen_at = rec, now
+                    faces.move_to_end(key)
+                face.arrivals.append(now)
+                self._prune_arrivals(face.arrivals, now)
                 self._newest_key = key
-            self._expire_locked(now)
             self._frame = records
             self._frame_seq += 1
             self._changed.notify_all()
@@ -257,13 +305,22 @@ class DatagramReceiver(Generic[R]):
             self._expire_locked(time.monotonic())
 
     def _expire_locked(self, now: float) -> None:
+        """Drop faces silent for longer than ``expire_after``: only the oldest ones need looking at."""
         if self._expire_after is None:
             return
-        stale = [key for key, seen in self._seen_at.items() if now - seen > self._expire_after]
-        for key in stale:
-            del self._latest[key], self._seen_at[key], self._arrivals[key]
-            if self._newest_key == key:
-                self._newest_key = None
+        oldest_allowed = now - self._expire_after
+        faces = self._faces
+        while faces:
+            key = next(iter(faces))
+            if faces[key].seen_at >= oldest_allowed:
+                return
+            self._drop_face(key)
+            self._expired += 1
+
+    def _drop_face(self, key: Hashable) -> None:
+        del self._faces[key]
+        if self._newest_key == key:
+            self._newest_key = None
 
     # --- public API -------------------------------------------------------------------------
 
@@ -277,18 +334,20 @@ class DatagramReceiver(Generic[R]):
         with self._lock:
             self._expire_locked(time.monotonic())
             if face_id is None:
-                if self._newest_key is not None:
-                    return self._latest[self._newest_key]
-                if not self._seen_at:
-                    return None
-                return self._latest[max(self._seen_at, key=self._seen_at.__getitem__)]
-            return self._latest.get(face_id)
+                key = self._newest_key
+                if key is None:
+                    if not self._faces:
+                        return None
+                    key = next(reversed(self._faces))  # updated most recently
+                return self._faces[key].record
+            face = self._faces.get(face_id)
+            return None if face is None else face.record
 
     def faces(self) -> Mapping[Hashable, R]:
         """A read-only snapshot of the newest record of every live face."""
         with self._lock:
             self._expire_locked(time.monotonic())
-            return MappingProxyType(dict(self._latest))
+            return MappingProxyType({key: face.record for key, face in self._faces.items()})
 
     @property
     def frame_count(self) -> int:
@@ -330,7 +389,8 @@ class DatagramReceiver(Generic[R]):
         with self._lock:
             self._expire_locked(now)
             rates: dict[Hashable, float] = {}
-            for key, arrivals in self._arrivals.items():
+            for key, face in self._faces.items():
+                arrivals = face.arrivals
                 self._prune_arrivals(arrivals, now)
                 span = arrivals[-1] - arrivals[0] if len(arrivals) >= 2 else 0.0
                 rates[key] = (len(arrivals) - 1) / span if span > 0 else 0.0
@@ -341,6 +401,9 @@ class DatagramReceiver(Generic[R]):
                 records=self._records,
                 callback_errors=self._callback_errors,
                 face_rates=MappingProxyType(rates),
+                evicted=self._evicted,
+                expired=self._expired,
+                live_faces=len(self._faces),
             )
 
     def close(self) -> None:
@@ -382,9 +445,10 @@ class OpenSeeFaceReceiver(DatagramReceiver[OpenSeeFaceRecord]):
         on_frame: Callable[[list[OpenSeeFaceRecord]], object] | None = None,
         *,
         rate_window: float = 2.0,
+        max_faces: int = DEFAULT_MAX_FACES,
     ) -> None:
         super().__init__(
-            decode_datagram,
+            _decode_records,
             _face_id,
             host=host,
             port=port,
@@ -393,6 +457,7 @@ class OpenSeeFaceReceiver(DatagramReceiver[OpenSeeFaceRecord]):
             on_frame=on_frame,
             drop_errors=(DatagramError,),
             rate_window=rate_window,
+            max_faces=max_faces,
             name="facewire-openseeface-receiver",
         )
 
@@ -407,3 +472,14 @@ class OpenSeeFaceReceiver(DatagramReceiver[OpenSeeFaceRecord]):
 
 def _face_id(rec: OpenSeeFaceRecord) -> int:
     return rec.id
+
+
+def _decode_records(data: bytes) -> list[OpenSeeFaceRecord]:
+    """:func:`decode_datagram`, with every record holding only its own 1785 bytes.
+
+    Decoded records are views of the bytes they came from; a record kept for a face must not keep the
+    other faces' records of its datagram alive with it, so each record is decoded from its own copy.
+    """
+    if len(data) <= RECORD_SIZE or len(data) % RECORD_SIZE:
+        return decode_datagram(data)  # one record (its datagram is its own bytes), or an invalid length
+    return [decode_datagram(data[start:start + RECORD_SIZE])[0] for start in range(0, len(data), RECORD_SIZE)]
