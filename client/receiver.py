@@ -9,6 +9,19 @@ invents: at most ``max_faces`` faces are live (the one updated longest ago makes
 as evicted), faces are kept in update order so that expiry only looks at the ones that expire, and
 expiry runs on a timer on the receiving thread (every 0.1 s, also while nothing arrives) rather than
 for every datagram.
+
+What :meth:`DatagramReceiver.stats` can see, and what it cannot:
+
+* every datagram this socket read (``received``), whether it was valid (``accepted``) or dropped and why
+  (``dropped``: sender not allowed, wrong length, NaN, ...);
+* datagrams the operating system discarded for this socket because its receive buffer was full while
+  the receiver fell behind (``kernel_dropped``). Only Linux tells (socket option ``SO_RXQ_OVFL``: each
+  datagram carries the socket's drop count, so drops show up with the next datagram that arrives);
+  elsewhere it is None. ``receive_buffer`` is the buffer size the kernel granted (Linux reports twice
+  the bytes requested, its bookkeeping included, capped by ``net.core.rmem_max``);
+* it cannot see datagrams lost before they reached this socket: on the network or Wi-Fi, in the
+  sender's own buffers, by a firewall, sent to another address or port, or never sent. OpenSeeFace's
+  records carry no sequence number, so such gaps show only as a lower per-face rate (``face_rates``).
 """
 
 from __future__ import annotations
@@ -16,6 +29,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import struct
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -26,7 +41,7 @@ from typing import Generic, TypeVar
 
 from .protocol import RECORD_SIZE, DatagramError, OpenSeeFaceRecord, decode_datagram
 
-__all__ = ["DEFAULT_MAX_FACES", "DatagramReceiver", "OpenSeeFaceReceiver", "ReceiverError", "ReceiverStats"]
+__all__ = ["DEFAULT_MAX_FACES", "DEFAULT_RECEIVE_BUFFER", "DatagramReceiver", "OpenSeeFaceReceiver", "ReceiverError", "ReceiverStats"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +57,13 @@ _EXPIRE_SECONDS = 0.1
 _MAX_ARRIVALS = 256
 #: Default bound on live faces: far more than any tracker sends, small enough to stay cheap.
 DEFAULT_MAX_FACES = 256
+#: Receive buffer requested by default: about a thousand OpenSeeFace datagrams (16 s at 60 fps) ride out
+#: a slow callback or a pause of the process instead of being dropped by the kernel.
+DEFAULT_RECEIVE_BUFFER = 2 << 20
+#: Linux's SO_RXQ_OVFL (Python's socket module does not name it): each datagram then carries the
+#: socket's cumulative drop count as a 32-bit unsigned integer in its ancillary data.
+_SO_RXQ_OVFL: int | None = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform.startswith("linux") else None)
+_DROP_COUNT = struct.Struct("=I")
 _JOIN_SECONDS = 1.0
 
 #: Drop reasons the base class assigns itself; decoders add their own (e.g. "length").
@@ -59,6 +81,10 @@ class ReceiverStats:
 
     ``evicted`` counts faces dropped to make room when ``max_faces`` were live, ``expired`` faces
     dropped after ``expire_after`` seconds of silence; ``live_faces`` is how many are live now.
+    ``kernel_dropped`` counts datagrams the operating system discarded because the receive buffer was
+    full (None where the OS cannot tell: only Linux can); they are not part of ``received``.
+    ``receive_buffer`` is the socket buffer size the kernel granted, in bytes (None if unknown). See
+    the module docstring for what these counters cannot see.
     """
 
     received: int
@@ -70,6 +96,8 @@ class ReceiverStats:
     evicted: int = 0
     expired: int = 0
     live_faces: int = 0
+    kernel_dropped: int | None = None
+    receive_buffer: int | None = None
 
     @property
     def dropped_total(self) -> int:
@@ -141,6 +169,10 @@ class DatagramReceiver(Generic[R]):
     At most ``max_faces`` faces are kept: a new face beyond that replaces the face updated longest
     ago (counted in ``stats().evicted``), so neither memory nor the cost per datagram grows with the
     number of ids a sender makes up, even with ``expire_after=None``.
+
+    ``receive_buffer`` is the socket buffer to request in bytes (None keeps the system's default);
+    the kernel may grant less. On Linux the receiver also counts what the kernel drops when that
+    buffer overflows (``stats().kernel_dropped``).
     """
 
     def __init__(
@@ -156,6 +188,7 @@ class DatagramReceiver(Generic[R]):
         drop_errors: tuple[type[Exception], ...] = (ValueError,),
         rate_window: float = 2.0,
         max_faces: int = DEFAULT_MAX_FACES,
+        receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         name: str = "facewire-receiver",
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -167,6 +200,9 @@ class DatagramReceiver(Generic[R]):
             raise ValueError(f"rate_window must be positive, got {rate_window}")
         if isinstance(max_faces, bool) or not isinstance(max_faces, int) or max_faces < 1:
             raise ValueError(f"max_faces must be a positive integer, got {max_faces!r}")
+        if receive_buffer is not None and (isinstance(receive_buffer, bool) or not isinstance(receive_buffer, int)
+                                           or receive_buffer < 1):
+            raise ValueError(f"receive_buffer must be a positive number of bytes or None, got {receive_buffer!r}")
         self._decode = decode
         self._key = key
         self._expire_after = expire_after
@@ -194,6 +230,10 @@ class DatagramReceiver(Generic[R]):
 
         self._socket = self._bind(host, port)
         self.address: tuple[str, int] = self._socket.getsockname()[:2]
+        self._receive_buffer = _set_receive_buffer(self._socket, receive_buffer)
+        self._counts_kernel_drops = _enable_drop_count(self._socket)
+        self._kernel_dropped = 0     # total so far
+        self._kernel_drop_mark = 0   # the last uint32 count the kernel reported
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -226,7 +266,15 @@ class DatagramReceiver(Generic[R]):
                 self._expire()
                 next_expiry = now + _EXPIRE_SECONDS
             try:
-                data, source = self._socket.recvfrom(_BUFFER_SIZE)
+                if self._counts_kernel_drops:
+                    data, ancillary, flags, source = self._socket.recvmsg(_BUFFER_SIZE, _ANCILLARY_SIZE)
+                    if ancillary:
+                        self._note_kernel_drops(ancillary)
+                    if flags & getattr(socket, "MSG_TRUNC", 0):
+                        self._count_drop("oversized")
+                        continue
+                else:
+                    data, source = self._socket.recvfrom(_BUFFER_SIZE)
             except socket.timeout:
                 continue
             except OSError as exc:
@@ -290,6 +338,15 @@ class DatagramReceiver(Generic[R]):
                 with self._lock:
                     self._callback_errors += 1
                 _log.exception("on_frame callback raised; the receiver keeps running")
+
+    def _note_kernel_drops(self, ancillary: list[tuple[int, int, bytes]]) -> None:
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(payload) >= _DROP_COUNT.size:
+                count = _DROP_COUNT.unpack_from(payload)[0]
+                if count != self._kernel_drop_mark:
+                    with self._lock:  # the kernel's count is a wrapping uint32; ours keeps growing
+                        self._kernel_dropped += (count - self._kernel_drop_mark) % (1 << 32)
+                        self._kernel_drop_mark = count
 
     def _count_drop(self, reason: str) -> None:
         with self._lock:
@@ -404,6 +461,8 @@ class DatagramReceiver(Generic[R]):
                 evicted=self._evicted,
                 expired=self._expired,
                 live_faces=len(self._faces),
+                kernel_dropped=self._kernel_dropped if self._counts_kernel_drops else None,
+                receive_buffer=self._receive_buffer,
             )
 
     def close(self) -> None:
@@ -429,6 +488,38 @@ class DatagramReceiver(Generic[R]):
         return f"<{type(self).__name__} {self.address[0]}:{self.address[1]} {state}>"
 
 
+def _set_receive_buffer(sock: socket.socket, size: int | None) -> int | None:
+    """Request ``size`` bytes of receive buffer; return what the kernel granted (None if it will not say)."""
+    if size is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError as exc:
+            _log.debug("could not set the receive buffer to %d bytes: %s", size, exc)
+    try:
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    except OSError:
+        return None
+    if size is not None and granted < size:
+        _log.debug("the kernel granted a %d-byte receive buffer of the %d requested (Linux: net.core.rmem_max)",
+                   granted, size)
+    return granted
+
+
+def _enable_drop_count(sock: socket.socket) -> bool:
+    """Ask the kernel to attach the socket's drop count to every datagram; False where it cannot."""
+    if _SO_RXQ_OVFL is None or not hasattr(sock, "recvmsg"):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+    except OSError as exc:
+        _log.debug("the kernel does not report dropped datagrams (SO_RXQ_OVFL): %s", exc)
+        return False
+    return True
+
+
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_DROP_COUNT.size) if hasattr(socket, "CMSG_SPACE") else 0
+
+
 class OpenSeeFaceReceiver(DatagramReceiver[OpenSeeFaceRecord]):
     """Listen for OpenSeeFace datagrams (VSeeFace's default port is 11573) and track faces by id.
 
@@ -446,6 +537,7 @@ class OpenSeeFaceReceiver(DatagramReceiver[OpenSeeFaceRecord]):
         *,
         rate_window: float = 2.0,
         max_faces: int = DEFAULT_MAX_FACES,
+        receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     ) -> None:
         super().__init__(
             _decode_records,
@@ -458,6 +550,7 @@ class OpenSeeFaceReceiver(DatagramReceiver[OpenSeeFaceRecord]):
             drop_errors=(DatagramError,),
             rate_window=rate_window,
             max_faces=max_faces,
+            receive_buffer=receive_buffer,
             name="facewire-openseeface-receiver",
         )
 

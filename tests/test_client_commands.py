@@ -323,3 +323,16 @@ def test_out_of_range_port_exits_2_with_a_message_from_the_real_commands() -> No
         result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2, result
         assert "1-65535" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_monitor_shows_datagrams_the_kernel_dropped() -> None:
+    from facewire.client.monitor import render_waiting
+    from facewire.client.receiver import ReceiverStats
+
+    stats = ReceiverStats(received=40, accepted=38, dropped={"length": 2}, records=38, callback_errors=0,
+                          face_rates={}, kernel_dropped=1234, receive_buffer=4 << 20)
+    text = render_waiting(stats, ("127.0.0.1", 11573), 3.0)
+    assert "38 accepted, 2 dropped (length 2), 1234 lost in the kernel" in text
+    quiet = ReceiverStats(received=40, accepted=40, dropped={}, records=40, callback_errors=0, face_rates={},
+                          kernel_dropped=0)
+    assert "kernel" not in render_waiting(quiet, ("127.0.0.1", 11573), 3.0)

@@ -355,3 +355,48 @@ def test_faces_expire_on_the_receiving_thread_while_nothing_arrives(sender: sock
             assert len(rx._faces) == 0
         stats = rx.stats()
         assert stats.expired == 2 and stats.live_faces == 0 and stats.evicted == 0
+
+
+def test_datagrams_the_kernel_drops_under_a_flood_are_counted(sender: socket.socket) -> None:
+    """The handler stalls, the socket buffer overflows: stats() reports exactly what the kernel dropped."""
+    release = threading.Event()
+
+    def stalled(frame: list[OpenSeeFaceRecord]) -> None:
+        release.wait(10.0)
+
+    with OpenSeeFaceReceiver(port=0, on_frame=stalled, receive_buffer=64 << 10) as rx:
+        stats = rx.stats()
+        if stats.kernel_dropped is None:
+            pytest.skip("this system does not report datagrams its kernel drops (SO_RXQ_OVFL is Linux only)")
+        assert stats.kernel_dropped == 0 and stats.receive_buffer >= 64 << 10  # Linux grants twice the request
+        data = encode_datagram([_record(1, 1)])
+        flood = 3000
+        for _ in range(flood):  # 5 MB at once into a buffer of ~128 KB while the receiver is stuck
+            sender.sendto(data, rx.address)
+        release.set()
+        deadline = time.monotonic() + 10
+        while True:  # until the receiver has read everything the kernel kept
+            before = rx.stats().received
+            time.sleep(0.2)
+            if rx.stats().received == before or time.monotonic() > deadline:
+                break
+        # The kernel reports its count with the next datagram it queues: send one more, slowly.
+        count = rx.frame_count
+        sender.sendto(data, rx.address)
+        assert rx.wait(timeout=5.0, after=count) is not None
+        stats = rx.stats()
+    assert stats.kernel_dropped > flood / 2
+    assert stats.received + stats.kernel_dropped == flood + 1  # loopback loses nothing anywhere else
+    assert stats.accepted == stats.received
+
+
+def test_without_the_kernel_drop_count_the_receiver_says_none(monkeypatch, sender: socket.socket) -> None:
+    """Systems without SO_RXQ_OVFL (macOS, Windows) fall back to recvfrom and report kernel drops as None."""
+    import facewire.client.receiver as receiver_module
+
+    monkeypatch.setattr(receiver_module, "_SO_RXQ_OVFL", None)
+    with OpenSeeFaceReceiver(port=0, receive_buffer=None) as rx:
+        assert _send_and_wait(rx, sender, encode_datagram([_record(3, 1)])) == [_record(3, 1)]
+        stats = rx.stats()
+        assert stats.kernel_dropped is None and stats.received == 1
+        assert stats.receive_buffer is None or stats.receive_buffer > 0
