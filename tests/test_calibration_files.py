@@ -494,3 +494,15 @@ def test_mutated_real_files_give_model_file_error_or_a_working_model(good, recor
             continue
         assert prediction.expression in loaded.model_expressions
         assert np.isfinite(list(prediction.probabilities.values())).all()
+
+
+def test_recording_stops_at_the_most_samples_a_file_may_hold(records, monkeypatch, caplog) -> None:
+    """What train() and save() produce must load again: recording stops at MAX_SAMPLES."""
+    import facewire.client.calibration as calibration
+
+    monkeypatch.setattr(calibration, "MAX_SAMPLES", 5)
+    calibrator = ExpressionCalibrator()
+    kept = [calibrator.record("a" if k % 2 else "b", rec) for k, rec in enumerate(records[:12])]
+    assert sum(kept) == 5 and kept[5:] == [False] * 7
+    assert "holds the most samples a model may have (5)" in caplog.text
+    assert calibrator.clear("a") > 0 and calibrator.record("a", records[0])
