@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -655,6 +656,10 @@ class ExpressionCalibrator:
         ModelFileError; a missing or unreadable path gives the usual OSError.
         """
         path = Path(path)
+        kind = os.stat(path).st_mode  # a missing path raises FileNotFoundError, as open() would
+        if not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):  # a directory: open() says so below
+            # /dev/zero or a pipe would be read forever by the zip reader (it reads "the rest" of the file)
+            raise ModelFileError(f"{path} is not a regular file, so not an expression model")
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             try:
