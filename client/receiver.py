@@ -524,7 +524,9 @@ class OpenSeeFaceReceiver(DatagramReceiver[OpenSeeFaceRecord]):
     """Listen for OpenSeeFace datagrams (VSeeFace's default port is 11573) and track faces by id.
 
     Invalid datagrams (wrong length, NaN/inf) are dropped and counted under "length" and
-    "non_finite"; datagrams from senders outside ``allowed_senders`` under "sender".
+    "non_finite"; datagrams from senders outside ``allowed_senders`` under "sender". ``max_faces``
+    and ``receive_buffer`` are described in :class:`DatagramReceiver`; each record kept holds only
+    its own 1785 bytes, not the other records of its datagram.
     """
 
     def __init__(
