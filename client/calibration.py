@@ -29,7 +29,11 @@ within one point of the best cross-validated balanced accuracy is taken.
 
 Models are saved as one zip archive holding ``meta.json`` (format name, version, settings, statistics and
 SHA-256 of the other members), ``model.txt`` (libsvm's own text format) and ``samples.npz`` (the recorded
-samples, the mean shape and the scaler, read with ``allow_pickle=False``). Nothing is ever unpickled.
+samples, the mean shape and the scaler). Nothing is ever unpickled. Model files are exchanged between users, so
+:meth:`ExpressionCalibrator.load` trusts none of it (:mod:`facewire.client.calibration_archive`): sizes are
+bounded before anything is decompressed, checksums are checked before any member is parsed, npy headers
+before their arrays are read, and libsvm's text completely before libsvm sees it. Every bad file gives
+:class:`ModelFileError`.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ import io
 import json
 import logging
 import os
+import re
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -51,6 +57,22 @@ from types import MappingProxyType
 
 import numpy as np
 
+from .calibration_archive import (
+    MAX_SAMPLES,
+    ArchiveError,
+    ArraySpec,
+    check_directory,
+    check_float,
+    check_int,
+    check_keys,
+    check_libsvm_model,
+    check_names,
+    max_model_text_bytes,
+    max_npz_bytes,
+    parse_json,
+    read_arrays,
+    read_member,
+)
 from .protocol import FEATURE_NAMES, OpenSeeFaceRecord
 
 __all__ = [
@@ -62,6 +84,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "FaceSample",
+    "MAX_SAMPLES",
     "ModelFileError",
     "NotEnoughDataError",
     "NotTrainedError",
@@ -90,6 +113,27 @@ _MODEL_MEMBER, _SAMPLES_MEMBER, _META_MEMBER = "model.txt", "samples.npz", "meta
 _C_GRID = (0.1, 1.0, 10.0, 100.0)
 _GAMMA_FACTORS = (0.03, 0.1, 0.3, 1.0)  # times 1 / FEATURE_LENGTH (the features have unit spread)
 _SELECTION_TOLERANCE = 0.01
+
+#: The arrays of samples.npz: the samples (always), the mean shape and scaler (trained models only).
+_ARRAYS = {
+    "labels": ArraySpec("iu", (None,)),
+    "points3d": ArraySpec("f", (None, _NUM_LANDMARKS, 3)),
+    "features": ArraySpec("f", (None, len(FEATURE_NAMES))),
+    "reference": ArraySpec("f", (_NUM_LANDMARKS, 3), required=False),
+    "scaler_mean": ArraySpec("f", (FEATURE_LENGTH,), required=False),
+    "scaler_scale": ArraySpec("f", (FEATURE_LENGTH,), required=False),
+}
+#: Largest unpacked size of each member of a model file, from the most samples a file may hold.
+_MEMBER_LIMITS = {
+    _META_MEMBER: 1 << 20,
+    _MODEL_MEMBER: max_model_text_bytes(FEATURE_LENGTH),
+    _SAMPLES_MEMBER: max_npz_bytes(_ARRAYS),
+}
+#: Deflate never grows data by more than a few bytes per 16 KB block; 1 MB covers zip headers.
+_MAX_FILE_BYTES = sum(_MEMBER_LIMITS.values()) + (1 << 20)
+_MAX_FOLDS = 1000
+#: Recorded 3D points and features are head-sized numbers; larger ones only come from a crafted file.
+_MAX_COORDINATE = 1e6
 
 
 class CalibrationError(Exception):
@@ -420,6 +464,7 @@ class ExpressionCalibrator:
         self._samples: dict[str, list[FaceSample]] = {}
         self._offered: dict[str, int] = {}
         self._model: _Model | None = None
+        self._full = False  # MAX_SAMPLES reached (warned once)
 
     # --- recording ------------------------------------------------------------------------------
 
@@ -436,13 +481,20 @@ class ExpressionCalibrator:
         """Offer one frame of expression ``name``; True when it was kept as a sample.
 
         Every ``skip``-th frame offered for ``name`` is kept (the first one included), unless it carries no
-        usable 3D points.
+        usable 3D points or the calibrator already holds :data:`MAX_SAMPLES` samples (the most a model file
+        may hold, far more than training can use).
         """
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"an expression name must be a non-empty string, got {name!r}")
         offered = self._offered.get(name, 0)
         self._offered[name] = offered + 1
         if offered % self.skip:
+            return False
+        if sum(len(samples) for samples in self._samples.values()) >= MAX_SAMPLES:
+            _log.log(logging.DEBUG if self._full else logging.WARNING,
+                     "not recording more frames: the calibrator holds the most samples a model may have (%d)",
+                     MAX_SAMPLES)
+            self._full = True
             return False
         try:
             sample = FaceSample.from_record(frame)
@@ -462,6 +514,7 @@ class ExpressionCalibrator:
         for key in names:
             dropped += len(self._samples.pop(key, []))
             self._offered.pop(key, None)
+        self._full = False
         return dropped
 
     # --- training -------------------------------------------------------------------------------
@@ -594,50 +647,80 @@ class ExpressionCalibrator:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ExpressionCalibrator:
-        """Read a file written by :meth:`save`; raises ModelFileError for foreign, damaged or newer files."""
+        """Read a file written by :meth:`save`; raises ModelFileError for foreign, damaged or newer files.
+
+        Files are exchanged between users, so nothing in one is trusted: sizes are checked before anything
+        is decompressed, the checksums of meta.json before any other member is parsed, every npy header
+        before its array is read, and libsvm's model text line by line before libsvm sees it (see
+        :mod:`facewire.client.calibration_archive`). Whatever a bad file does, the only error is
+        ModelFileError; a missing or unreadable path gives the usual OSError.
+        """
         path = Path(path)
-        try:
-            with zipfile.ZipFile(path) as archive:
-                if _META_MEMBER not in archive.namelist():
-                    raise ModelFileError(f"{path} is not a Facewire expression model (a zip without {_META_MEMBER})")
-                meta = json.loads(archive.read(_META_MEMBER))
-                _check_meta(meta, path)
-                members = {}
-                for name, digest in meta["sha256"].items():
-                    if name not in (_MODEL_MEMBER, _SAMPLES_MEMBER) or name not in archive.namelist():
-                        raise ModelFileError(f"{path} is damaged: member {name!r} is missing or unexpected")
-                    data = archive.read(name)
-                    if hashlib.sha256(data).hexdigest() != digest:
-                        raise ModelFileError(f"{path} is damaged: {name} does not match its checksum")
-                    members[name] = data
-        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, TypeError, AttributeError, KeyError) as exc:
-            # Not a zip, a truncated or corrupted one (CRC, zlib), or an unreadable meta.json (ValueError).
-            raise ModelFileError(f"{path} is not a Facewire expression model, or is damaged ({exc})") from exc
-        try:
-            return cls._from_members(meta, members, path)
-        except CalibrationError:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ModelFileError(f"{path} is damaged: inconsistent contents ({exc})") from exc
+        kind = os.stat(path).st_mode  # a missing path raises FileNotFoundError, as open() would
+        if not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):  # a directory: open() says so below
+            # /dev/zero or a pipe would be read forever by the zip reader (it reads "the rest" of the file)
+            raise ModelFileError(f"{path} is not a regular file, so not an expression model")
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            try:
+                return cls._read(handle, size, path)
+            except ModelFileError:
+                raise
+            except ArchiveError as exc:
+                raise ModelFileError(f"{path} is damaged: {exc}") from None
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                # Not a zip, or a truncated or corrupted one (CRC, zlib).
+                raise ModelFileError(f"{path} is not a Facewire expression model, or is damaged ({exc})") from None
+            except Exception as exc:  # noqa: BLE001 - a hostile file must not get anything else out of load()
+                raise ModelFileError(
+                    f"{path} is damaged: reading it failed with {type(exc).__name__} ({str(exc)[:200]})"
+                ) from exc
+
+    @classmethod
+    def _read(cls, handle: io.BufferedIOBase, size: int, path: Path) -> ExpressionCalibrator:
+        if size > _MAX_FILE_BYTES:
+            raise ModelFileError(f"{path} is {size} bytes, larger than any expression model can be "
+                                 f"({_MAX_FILE_BYTES} bytes)")
+        with zipfile.ZipFile(handle) as archive:
+            names = archive.namelist()
+            if _META_MEMBER not in names:
+                raise ModelFileError(f"{path} is not a Facewire expression model (a zip without {_META_MEMBER})")
+            check_directory(archive, _MEMBER_LIMITS)
+            meta = parse_json(read_member(archive, _META_MEMBER, _MEMBER_LIMITS[_META_MEMBER]), _META_MEMBER)
+            _check_meta(meta, path)
+            _check_meta_contents(meta)
+            digests = meta["sha256"]
+            unchecked = sorted(set(names) - set(digests) - {_META_MEMBER})
+            if unchecked:
+                raise ModelFileError(f"{path} is damaged: member {unchecked[0]!r} has no checksum")
+            members = {}
+            for name, digest in digests.items():
+                if name not in names:
+                    raise ModelFileError(f"{path} is damaged: member {name!r} is missing")
+                data = read_member(archive, name, _MEMBER_LIMITS[name])
+                if hashlib.sha256(data).hexdigest() != digest:
+                    raise ModelFileError(f"{path} is damaged: {name} does not match its checksum")
+                members[name] = data
+        return cls._from_members(meta, members, path)
 
     @classmethod
     def _from_members(cls, meta: Mapping, members: Mapping[str, bytes], path: Path) -> ExpressionCalibrator:
-        if _SAMPLES_MEMBER not in members:
-            raise ModelFileError(f"{path} is damaged: it has no {_SAMPLES_MEMBER}")
-        calibrator = cls(skip=int(meta["skip"]), min_samples=int(meta["min_samples"]), folds=int(meta["folds"]))
-        with np.load(io.BytesIO(members[_SAMPLES_MEMBER]), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-        names = [str(n) for n in meta["sample_expressions"]]
-        labels = arrays["labels"]
-        n = len(labels)
-        for key, shape in (("points3d", (n, _NUM_LANDMARKS, 3)), ("features", (n, len(FEATURE_NAMES)))):
-            if arrays[key].shape != shape or not np.isfinite(arrays[key]).all():
-                raise ModelFileError(f"{path} is damaged: {key} has shape {arrays[key].shape}, expected {shape}")
-        if n and (labels.min() < 0 or labels.max() >= len(names)):
+        calibrator = cls(skip=meta["skip"], min_samples=meta["min_samples"], folds=meta["folds"])
+        arrays = read_arrays(members[_SAMPLES_MEMBER], _ARRAYS)
+        names = meta["sample_expressions"]
+        labels, points3d, features = arrays["labels"], arrays["points3d"], arrays["features"]
+        for key, values in (("points3d", points3d), ("features", features)):
+            if not np.isfinite(values).all() or (np.abs(values) > _MAX_COORDINATE).any():
+                raise ModelFileError(f"{path} is damaged: {key} holds values that are not finite or beyond "
+                                     f"{_MAX_COORDINATE:g}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
             raise ModelFileError(f"{path} is damaged: sample labels outside the {len(names)} expressions")
+        if len(labels) and (np.linalg.norm(points3d[:, _EYE_CORNERS[0]] - points3d[:, _EYE_CORNERS[1]], axis=1)
+                            < 1e-6).any():
+            raise ModelFileError(f"{path} is damaged: a recorded sample has collapsed 3D points")
         for k, name in enumerate(names):
             calibrator._samples[name] = [
-                FaceSample(_read_only(arrays["points3d"][i].copy()), _read_only(arrays["features"][i].copy()))
+                FaceSample(_read_only(points3d[i].copy()), _read_only(features[i].copy()))
                 for i in np.flatnonzero(labels == k)
             ]
         if meta["model"] is not None:
@@ -647,18 +730,21 @@ class ExpressionCalibrator:
 
 def _model_from_members(doc: Mapping, arrays: Mapping[str, np.ndarray], members: Mapping[str, bytes],
                         path: Path) -> _Model:
-    if _MODEL_MEMBER not in members:
-        raise ModelFileError(f"{path} is damaged: it claims a trained model but has no {_MODEL_MEMBER}")
-    expressions = tuple(str(e) for e in doc["expressions"])
+    expressions = tuple(doc["expressions"])
+    if any(name not in arrays for name in ("reference", "scaler_mean", "scaler_scale")):
+        raise ModelFileError(f"{path} is damaged: it claims a trained model but lacks its mean face or scaler")
     mean, scale, reference = arrays["scaler_mean"], arrays["scaler_scale"], arrays["reference"]
-    if mean.shape != (FEATURE_LENGTH,) or scale.shape != (FEATURE_LENGTH,) or not (scale > 0).all():
-        raise ModelFileError(f"{path} is damaged: its feature scaler does not fit {FEATURE_LENGTH} features")
-    if reference.shape != (_NUM_LANDMARKS, 3) or not np.isfinite(reference).all():
-        raise ModelFileError(f"{path} is damaged: its mean face shape has shape {reference.shape}")
+    if not (np.isfinite(mean).all() and (np.abs(mean) <= _MAX_COORDINATE).all()
+            and (scale >= 1e-9).all() and (scale <= _MAX_COORDINATE).all()):
+        raise ModelFileError(f"{path} is damaged: its feature scaler holds values a trained model cannot have")
+    if not np.isfinite(reference).all() or (np.abs(reference) > 100).any() \
+            or abs(_eye_distance(reference) - 1.0) > 1e-6:
+        raise ModelFileError(f"{path} is damaged: its mean face shape is not normalised (outer eye corners 1 apart)")
+    check_libsvm_model(members[_MODEL_MEMBER], len(expressions), FEATURE_LENGTH)
     svm = _model_from_text(members[_MODEL_MEMBER])
     if sorted(svm.get_labels()) != list(range(len(expressions))) or not svm.is_probability_model():
         raise ModelFileError(f"{path} is damaged: its SVM does not give probabilities for {expressions}")
-    return _Model(expressions, _read_only(reference.copy()), _read_only(mean.copy()), _read_only(scale.copy()),
+    return _Model(expressions, _read_only(reference), _read_only(mean), _read_only(scale),
                   svm, members[_MODEL_MEMBER], CalibrationStats.from_json(doc["stats"]))
 
 
@@ -667,11 +753,60 @@ def _check_meta(meta: object, path: Path) -> None:
         raise ModelFileError(f"{path} is not a Facewire expression model (its format is not {FORMAT_NAME!r})")
     version = meta.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelFileError(f"{path} is damaged: its version field is {version!r}")
+        raise ModelFileError(f"{path} is damaged: its version field is {str(version)[:40]!r}")
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} was written by a newer Facewire (model format version {version}; this one reads up to "
             f"{FORMAT_VERSION}). Upgrade Facewire or calibrate again."
         )
-    if not isinstance(meta.get("sha256"), dict):
-        raise ModelFileError(f"{path} is damaged: it has no checksums")
+
+
+def _check_meta_contents(meta: dict) -> None:
+    """Every field of meta.json as :meth:`ExpressionCalibrator.save` writes it; raises ArchiveError.
+
+    The statistics must describe exactly the model's expressions: prediction looks up every expression's
+    sample count in them.
+    """
+    check_keys(meta, "meta.json", ("sample_expressions", "skip", "min_samples", "folds", "feature_names",
+                                   "anchor_points", "model", "sha256"))
+    check_names(meta["sample_expressions"], "sample_expressions")
+    check_int(meta["skip"], "skip", 1, MAX_SAMPLES)
+    folds = check_int(meta["folds"], "folds", 2, _MAX_FOLDS)
+    check_int(meta["min_samples"], "min_samples", folds, MAX_SAMPLES)
+    if meta["feature_names"] != list(FEATURE_NAMES) or meta["anchor_points"] != list(ANCHOR_POINTS):
+        raise ArchiveError("it was made with other expression features or anchor points than this Facewire uses")
+    digests = meta["sha256"]
+    if not isinstance(digests, dict) or not all(
+            isinstance(d, str) and re.fullmatch(r"[0-9a-f]{64}", d) for d in digests.values()):
+        raise ArchiveError("its checksums are not a map of SHA-256 hex digests")
+    wanted = {_SAMPLES_MEMBER} | ({_MODEL_MEMBER} if meta["model"] is not None else set())
+    if set(digests) != wanted:
+        raise ArchiveError(f"its checksums cover {sorted(digests)[:5]}, expected {sorted(wanted)}")
+    if meta["model"] is None:
+        return
+    model = check_keys(meta["model"], "the model entry of meta.json", ("expressions", "stats"))
+    expressions = check_names(model["expressions"], "the model's expressions", at_least=2)
+    stats = check_keys(model["stats"], "the model's statistics", ("expressions", "samples", "accuracy",
+                                                                   "balanced_accuracy", "confusion", "folds", "c",
+                                                                   "gamma"))
+    if stats["expressions"] != expressions:
+        raise ArchiveError("the statistics describe other expressions than the model tells apart")
+    samples = stats["samples"]
+    if not isinstance(samples, dict) or set(samples) != set(expressions):
+        raise ArchiveError("the statistics' sample counts do not name exactly the model's expressions")
+    counts = [check_int(samples[name], f"the sample count of {name[:40]!r}", 1, MAX_SAMPLES) for name in expressions]
+    if sum(counts) > MAX_SAMPLES:
+        raise ArchiveError(f"the statistics count {sum(counts)} samples, more than {MAX_SAMPLES}")
+    for key in ("accuracy", "balanced_accuracy"):
+        check_float(stats[key], key, 0.0, 1.0)
+    check_int(stats["folds"], "the statistics' folds", 2, _MAX_FOLDS)
+    for key in ("c", "gamma"):
+        check_float(stats[key], key, 1e-12, 1e12)
+    confusion = stats["confusion"]
+    k = len(expressions)
+    if not isinstance(confusion, list) or len(confusion) != k or any(
+            not isinstance(row, list) or len(row) != k for row in confusion):
+        raise ArchiveError(f"the confusion matrix is not {k} x {k}, one row and column per expression")
+    for name, row, count in zip(expressions, confusion, counts):
+        if sum(check_int(n, "a confusion matrix entry", 0, MAX_SAMPLES) for n in row) != count:
+            raise ArchiveError(f"the confusion matrix row of {name[:40]!r} does not add up to its {count} samples")

@@ -40,7 +40,19 @@ _PROGRESS_SECONDS = 0.25
 def _add_stream_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 for trackers on other machines)")
-    parser.add_argument("--port", type=int, default=11573, help="UDP port the tracker sends to (default 11573)")
+    parser.add_argument("--port", type=_port, default=11573,
+                        help="UDP port the tracker sends to, 1-65535 (default 11573)")
+
+
+def _port(text: str) -> int:
+    """A UDP port number; the socket layer would silently wrap 99999 to 34463 and read 65536 as "any port"."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number 1-65535, not {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number in the range 1-65535, not {text}")
+    return value
 
 
 def _positive(text: str) -> float:

@@ -115,6 +115,8 @@ def _packets_line(stats: ReceiverStats) -> str:
     line = f"packets: {stats.accepted} accepted, {stats.dropped_total} dropped"
     if stats.dropped:
         line += " (" + ", ".join(f"{reason} {n}" for reason, n in sorted(stats.dropped.items())) + ")"
+    if stats.kernel_dropped:
+        line += f", {stats.kernel_dropped} lost in the kernel (receive buffer full: reading fell behind)"
     return line
 
 

@@ -301,3 +301,38 @@ def test_monitor_on_a_terminal_redraws_in_place_and_restores_the_cursor() -> Non
     assert text.startswith("\x1b[?25l") and text.endswith("\x1b[?25h")
     frames = text.split("\x1b[H\x1b[J")[1:]
     assert len(frames) >= 2 and all(f"waiting for packets on 127.0.0.1:{port}" in f for f in frames)
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0", "-1", "eleven"])
+def test_every_port_option_refuses_ports_outside_1_to_65535(port, capsys) -> None:
+    """The socket layer wraps 99999 to 34463 and treats 65536 like 0 (any port): refuse them up front."""
+    commands = {"monitor": [], "calibrate": ["--expressions", "a,b", "--out", "x"], "expressions": ["--model", "m"]}
+    for command, required in commands.items():
+        with pytest.raises(SystemExit) as info:
+            _parse(command, *required, "--port", port)
+        assert info.value.code == 2
+        error = capsys.readouterr().err
+        assert f"argument --port: must be a port number" in error and "1-65535" in error, error
+    for edge in ("1", "65535"):
+        assert _parse("monitor", "--port", edge).port == int(edge)
+
+
+def test_out_of_range_port_exits_2_with_a_message_from_the_real_commands() -> None:
+    for argv in ([*COMMAND, "monitor", "--port", "99999"],
+                 [sys.executable, "-m", "facewire.tracker.cli", "expressions", "--model", "m", "--port", "65536"]):
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result
+        assert "1-65535" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_monitor_shows_datagrams_the_kernel_dropped() -> None:
+    from facewire.client.monitor import render_waiting
+    from facewire.client.receiver import ReceiverStats
+
+    stats = ReceiverStats(received=40, accepted=38, dropped={"length": 2}, records=38, callback_errors=0,
+                          face_rates={}, kernel_dropped=1234, receive_buffer=4 << 20)
+    text = render_waiting(stats, ("127.0.0.1", 11573), 3.0)
+    assert "38 accepted, 2 dropped (length 2), 1234 lost in the kernel" in text
+    quiet = ReceiverStats(received=40, accepted=40, dropped={}, records=40, callback_errors=0, face_rates={},
+                          kernel_dropped=0)
+    assert "kernel" not in render_waiting(quiet, ("127.0.0.1", 11573), 3.0)

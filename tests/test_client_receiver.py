@@ -277,3 +277,126 @@ def test_base_receiver_reuses_the_machinery_for_other_formats(sender: socket.soc
         _sync(rx, 5)
         assert dict(rx.faces()) == {"a": ("a", 3), "b": ("b", 2)}
         assert rx.stats().dropped == {"ValueError": 1, "UnicodeDecodeError": 1}
+
+
+@pytest.mark.parametrize("port", [65536, 99999, -1, 11573.0, True])
+def test_ports_outside_the_udp_range_are_refused(port) -> None:
+    with pytest.raises(ValueError, match="port must be 0-65535"):
+        OpenSeeFaceReceiver(port=port)
+
+
+def _with_id(template: bytes, face_id: int) -> bytes:
+    data = bytearray(template)
+    struct.pack_into("<i", data, 8, face_id)
+    return bytes(data)
+
+
+def test_many_ids_keep_memory_and_live_faces_bounded() -> None:
+    """A sender inventing ids cannot grow the receiver, even with expire_after=None."""
+    import tracemalloc
+
+    template = encode_datagram([_record(0, 1)])
+    datagrams = 20_000  # 100,000 behave the same (see the README); tracemalloc makes each one slow
+    with OpenSeeFaceReceiver(port=0, expire_after=None, max_faces=256) as rx:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for face_id in range(datagrams):  # straight through the handler: no kernel buffer in between
+                rx._handle(_with_id(template, face_id), ("127.0.0.1", 9))
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        stats = rx.stats()
+        assert stats.live_faces == len(rx.faces()) == 256
+        assert stats.evicted == datagrams - 256 and stats.accepted == datagrams
+        assert set(rx.faces()) == set(range(datagrams - 256, datagrams))  # the newest ones stay
+        assert rx.latest().id == datagrams - 1
+    # 256 records of 1785 bytes plus their arrays and bookkeeping; kept forever, 20,000 took ~110 MB
+    assert grown < 8 << 20, grown
+
+
+def test_the_face_updated_longest_ago_makes_room() -> None:
+    template = encode_datagram([_record(0, 1)])
+    with OpenSeeFaceReceiver(port=0, expire_after=None, max_faces=3) as rx:
+        for face_id in (1, 2, 3, 1, 4):
+            rx._handle(_with_id(template, face_id), ("127.0.0.1", 9))
+        assert set(rx.faces()) == {1, 3, 4}
+        assert rx.stats().evicted == 1
+        rx._handle(encode_datagram([_record(7, 1), _record(8, 1)]), ("127.0.0.1", 9))
+        assert set(rx.faces()) == {4, 7, 8} and rx.stats().evicted == 3
+    with pytest.raises(ValueError, match="max_faces"):
+        OpenSeeFaceReceiver(port=0, max_faces=0)
+
+
+def _owner(array: np.ndarray) -> object:
+    """The object whose memory ``array`` views."""
+    base = array
+    while isinstance(base, (np.ndarray, np.void)) and base.base is not None:
+        base = base.base
+    return base
+
+
+def test_each_record_holds_only_its_own_bytes(receiver: OpenSeeFaceReceiver, sender: socket.socket) -> None:
+    """A kept record of a three-face datagram must not keep the other two faces' bytes alive."""
+    frame = _send_and_wait(receiver, sender, encode_datagram([_record(i, 1) for i in range(3)]))
+    assert [rec.id for rec in frame] == [0, 1, 2]
+    for rec in receiver.faces().values():
+        for array in (rec.points, rec.points3d, rec.confidence, rec.quaternion):
+            owner = _owner(array)
+            assert isinstance(owner, bytes) and len(owner) == 1785
+    assert frame == [_record(i, 1) for i in range(3)]
+
+
+def test_faces_expire_on_the_receiving_thread_while_nothing_arrives(sender: socket.socket) -> None:
+    with OpenSeeFaceReceiver(port=0, expire_after=0.2) as rx:
+        _send_and_wait(rx, sender, encode_datagram([_record(5, 1), _record(6, 1)]))
+        time.sleep(0.8)  # four times expire_after; nothing arrives and nothing reads in between
+        with rx._lock:  # a look without reading through the API (reads expire on their own)
+            assert len(rx._faces) == 0
+        stats = rx.stats()
+        assert stats.expired == 2 and stats.live_faces == 0 and stats.evicted == 0
+
+
+def test_datagrams_the_kernel_drops_under_a_flood_are_counted(sender: socket.socket) -> None:
+    """The handler stalls, the socket buffer overflows: stats() reports exactly what the kernel dropped."""
+    release = threading.Event()
+
+    def stalled(frame: list[OpenSeeFaceRecord]) -> None:
+        release.wait(10.0)
+
+    with OpenSeeFaceReceiver(port=0, on_frame=stalled, receive_buffer=64 << 10) as rx:
+        stats = rx.stats()
+        if stats.kernel_dropped is None:
+            pytest.skip("this system does not report datagrams its kernel drops (SO_RXQ_OVFL is Linux only)")
+        assert stats.kernel_dropped == 0 and stats.receive_buffer >= 64 << 10  # Linux grants twice the request
+        data = encode_datagram([_record(1, 1)])
+        flood = 3000
+        for _ in range(flood):  # 5 MB at once into a buffer of ~128 KB while the receiver is stuck
+            sender.sendto(data, rx.address)
+        release.set()
+        deadline = time.monotonic() + 10
+        while True:  # until the receiver has read everything the kernel kept
+            before = rx.stats().received
+            time.sleep(0.2)
+            if rx.stats().received == before or time.monotonic() > deadline:
+                break
+        # The kernel reports its count with the next datagram it queues: send one more, slowly.
+        count = rx.frame_count
+        sender.sendto(data, rx.address)
+        assert rx.wait(timeout=5.0, after=count) is not None
+        stats = rx.stats()
+    assert stats.kernel_dropped > flood / 2
+    assert stats.received + stats.kernel_dropped == flood + 1  # loopback loses nothing anywhere else
+    assert stats.accepted == stats.received
+
+
+def test_without_the_kernel_drop_count_the_receiver_says_none(monkeypatch, sender: socket.socket) -> None:
+    """Systems without SO_RXQ_OVFL (macOS, Windows) fall back to recvfrom and report kernel drops as None."""
+    import facewire.client.receiver as receiver_module
+
+    monkeypatch.setattr(receiver_module, "_SO_RXQ_OVFL", None)
+    with OpenSeeFaceReceiver(port=0, receive_buffer=None) as rx:
+        assert _send_and_wait(rx, sender, encode_datagram([_record(3, 1)])) == [_record(3, 1)]
+        stats = rx.stats()
+        assert stats.kernel_dropped is None and stats.received == 1
+        assert stats.receive_buffer is None or stats.receive_buffer > 0
