@@ -308,8 +308,13 @@ class Converter:
     nhwc_inputs: dict[int, str] = field(default_factory=dict)    # 4-D graph inputs (TFLite NHWC)
     merge_branches: bool = True
     # False for models whose 4-D tensors are not images (the blendshape MLP-Mixer's [1, 1, tokens,
-    # channels]): every tensor then keeps TFLite's layout and its 1x1 convolutions become MatMuls.
+    # channels]): every tensor then keeps TFLite's layout, 4-D ones without their two leading unit axes
+    # (see dropped), its 1x1 convolutions become MatMuls and its layer norms LayerNormalization.
     channels_first: bool = True
+    layer_norms: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # last op -> (x, gamma, eps)
+    absorbed: set[int] = field(default_factory=set)     # ops written as part of a fused layer norm
+    # 2-D tensors held as their transposes (ONNX name): see op_transpose. Materialised on first plain use.
+    transposed: dict[int, str] = field(default_factory=dict)
 
     # -- tensor access -------------------------------------------------------------------------
     def load_tensors(self) -> None:
@@ -342,12 +347,32 @@ class Converter:
         info = self.tensors[idx]
         if info.onnx_name is not None:
             return info.onnx_name
+        if idx in self.transposed:
+            info.onnx_name = self.graph.node("Transpose", [self.transposed[idx]], [self.out_name(idx)],
+                                             perm=[1, 0])[0]
+            return info.onnx_name
         if info.value is None:
             raise ConversionError(f"tensor {info.name} is used before it is produced")
         value = info.value.astype(np.float32) if info.value.dtype == np.float16 else info.value
         if value.ndim == 4 and self.channels_first:
             value = _to_nchw(value)
+        elif self.dropped(idx):
+            value = value.reshape(value.shape[self.dropped(idx):])
         return self.graph.const(value, info.name)
+
+    def dropped(self, idx: int) -> int:
+        """Leading axes of tensor ``idx`` that its ONNX tensor leaves out.
+
+        With ``channels_first=False`` a 4-D ``[1, 1, rows, columns]`` tensor is 2-D ``[rows, columns]``
+        in the graph, so onnxruntime runs its MatMul + bias as one Gemm without Reshapes around it.
+        """
+        shape = self.tensors[idx].shape
+        if self.channels_first or len(shape) != 4:
+            return 0
+        if shape[:2] != (1, 1):
+            raise ConversionError(f"{self.tensors[idx].name}: a 4-D tensor kept in TFLite's layout must be "
+                                  f"[1, 1, rows, columns], not {shape}")
+        return 2
 
     def set_output(self, idx: int, onnx_name: str) -> None:
         self.tensors[idx].onnx_name = onnx_name
@@ -359,6 +384,9 @@ class Converter:
         """A constant operand of an elementwise op with a tensor of ``other_rank`` dims, in graph layout."""
         value = self.const_value(idx).astype(np.float32)
         if not self.channels_first:   # TFLite and ONNX broadcast alike (shapes aligned on the right)
+            rank = other_rank - 2 if other_rank == 4 else other_rank
+            while value.ndim > rank and value.shape[0] == 1:
+                value = value[0]
             return self.graph.const(np.ascontiguousarray(value), self.tensors[idx].name)
         if other_rank == 4 and value.ndim < 4 and value.size > 1:
             value = value.reshape((1,) * (4 - value.ndim) + value.shape)
@@ -394,8 +422,13 @@ class Converter:
             if len(info.shape) == 4 and self.channels_first:
                 name = g.node("Transpose", [name], [g.unique(info.name + "_nchw")], perm=[0, 3, 1, 2])[0]
                 self.nhwc_inputs[idx] = info.name
+            elif self.dropped(idx):
+                name = g.node("Reshape", [name, g.const(np.array(info.shape[2:], np.int64), "shape")],
+                              [g.unique(info.name + "_2d")])[0]
             info.onnx_name = name
         self.find_siblings()
+        if not self.channels_first:
+            self.find_layer_norms()
         for i in range(sub.OperatorsLength()):
             self.convert_op(sub.Operators(i), i)
         graph_outputs = []
@@ -405,6 +438,8 @@ class Converter:
             src = self.runtime(idx)
             if len(info.shape) == 4 and self.channels_first:
                 g.node("Transpose", [src], [info.name], perm=[0, 2, 3, 1])
+            elif self.dropped(idx):
+                g.node("Reshape", [src, g.const(np.array(info.shape, np.int64), "shape")], [info.name])
             else:
                 g.node("Identity", [src], [info.name])
             graph_outputs.append(helper.make_tensor_value_info(info.name, TensorProto.FLOAT, list(info.shape)))
@@ -446,10 +481,100 @@ class Converter:
             for i in indices:
                 self.siblings[i] = indices
 
+    def find_layer_norms(self) -> None:
+        """Find TFLite's spelling of a layer norm over the last axis (scale, no shift):
+
+            m = MEAN(x); v = MEAN(SQUARED_DIFFERENCE(x, m)); g = RSQRT(v + eps) * gamma
+            y = x * g + NEG(m) * g
+
+        ten operators, written as one ONNX LayerNormalization at the final ADD (the others are skipped).
+        """
+        sub = self.model.Subgraphs(0)
+        ops = [sub.Operators(i) for i in range(sub.OperatorsLength())]
+        kinds = [self.op_name(op) for op in ops]
+        ins = [[int(t) for t in op.InputsAsNumpy()] for op in ops]
+        outs = [[int(t) for t in op.OutputsAsNumpy()] for op in ops]
+        producer = {t: i for i, o in enumerate(outs) for t in o}
+        readers: dict[int, list[int]] = {}
+        for i, tensors in enumerate(ins):
+            for t in tensors:
+                readers.setdefault(t, []).append(i)
+
+        def only_reader(t: int, kind: str) -> int | None:
+            found = readers.get(t, [])
+            return found[0] if len(found) == 1 and kinds[found[0]] == kind else None
+
+        def constant(t: int) -> bool:
+            return self.is_const(t) or (t in producer and kinds[producer[t]] == "DEQUANTIZE"
+                                        and self.is_const(ins[producer[t]][0]))
+
+        def last_axis_mean(i: int, x: int) -> bool:
+            rank = len(self.tensors[x].shape)
+            axes = np.atleast_1d(self.const_value(ins[i][1])) % rank if self.is_const(ins[i][1]) else None
+            return (kinds[i] == "MEAN" and ins[i][0] == x and axes is not None and list(axes) == [rank - 1]
+                    and self._options(ops[i], tflite.ReducerOptions).KeepDims())
+
+        for first, kind in enumerate(kinds):
+            if kind != "MEAN":
+                continue
+            x, m = ins[first][0], outs[first][0]
+            if not last_axis_mean(first, x):
+                continue
+            mean_readers = sorted(readers.get(m, []), key=lambda i: kinds[i])
+            if [kinds[i] for i in mean_readers] != ["NEG", "SQUARED_DIFFERENCE"]:
+                continue
+            neg, sqdiff = mean_readers
+            if ins[sqdiff] != [x, m]:
+                continue
+            var = only_reader(outs[sqdiff][0], "MEAN")
+            add = only_reader(outs[var][0], "ADD") if var is not None and last_axis_mean(var, outs[sqdiff][0]) \
+                else None
+            rsqrt = only_reader(outs[add][0], "RSQRT") if add is not None else None
+            scale = only_reader(outs[rsqrt][0], "MUL") if rsqrt is not None else None
+            if scale is None or kinds[scale] != "MUL":
+                continue
+            eps = next((t for t in ins[add] if t != outs[var][0]), None)
+            gamma = next((t for t in ins[scale] if t != outs[rsqrt][0]), None)
+            if eps is None or gamma is None or not constant(eps) or not constant(gamma):
+                continue
+            if self.tensors[gamma].shape != (self.tensors[x].shape[-1],):
+                continue
+            g_readers = readers.get(outs[scale][0], [])
+            if len(g_readers) != 2 or any(kinds[i] != "MUL" for i in g_readers):
+                continue
+            by_input = {next(t for t in ins[i] if t != outs[scale][0]): i for i in g_readers}
+            if set(by_input) != {x, outs[neg][0]}:
+                continue
+            times_x, times_neg = by_input[x], by_input[outs[neg][0]]
+            final = only_reader(outs[times_x][0], "ADD")
+            if final is None or sorted(ins[final]) != sorted([outs[times_x][0], outs[times_neg][0]]) or \
+                    readers.get(outs[times_neg][0]) != [final]:
+                continue
+            if any(len(readers.get(outs[i][0], [])) != 1 for i in (neg, sqdiff, var, add, rsqrt))  \
+                    or len(readers.get(m, [])) != 2:
+                continue
+            self.layer_norms[final] = (x, gamma, eps)
+            self.absorbed.update({first, neg, sqdiff, var, add, rsqrt, scale, times_x, times_neg})
+
+    def layer_norm(self, index: int, outs: list[int]) -> None:
+        x, gamma_idx, eps_idx = self.layer_norms[index]
+        gamma = self.const_value(gamma_idx).astype(np.float32)
+        eps = float(np.asarray(self.const_value(eps_idx), np.float32).reshape(-1)[0])
+        g = self.graph
+        y = g.node("LayerNormalization", [self.runtime(x), g.const(gamma, self.tensors[gamma_idx].name),
+                                          g.const(np.zeros_like(gamma), "ln_zero")],
+                   [self.out_name(outs[0])], axis=-1, epsilon=eps)[0]
+        self.set_output(outs[0], y)
+
     def convert_op(self, op, index: int) -> None:
         kind = self.op_name(op)
         ins = [int(i) for i in op.InputsAsNumpy()]
         outs = [int(i) for i in op.OutputsAsNumpy()]
+        if index in self.absorbed:
+            return
+        if index in self.layer_norms:
+            self.layer_norm(index, outs)
+            return
         handler = getattr(self, f"op_{kind.lower()}", None)
         if handler is not None:
             handler(op, ins, outs)
@@ -524,14 +649,27 @@ class Converter:
         if depthwise or weights.shape[1:3] != (1, 1) or (opts.StrideH(), opts.StrideW()) != (1, 1):
             raise ConversionError("only 1x1, stride-1 convolutions are supported in TFLite's layout")
         g = self.graph
-        matrix = np.ascontiguousarray(weights.reshape(weights.shape[0], weights.shape[3]).T)
-        y = g.node("MatMul", [self.runtime(ins[0]), g.const(matrix, self.tensors[ins[1]].name)])[0]
+        matrix = weights.reshape(weights.shape[0], weights.shape[3])         # [out, in]
+        bias = self.const_value(ins[2]).astype(np.float32) if len(ins) > 2 and ins[2] >= 0 else None
+        if ins[0] in self.transposed:
+            # The input is held transposed, [in, rows]: (x W^T + b)^T = W x^T + b^T, the output too.
+            y = g.node("MatMul", [g.const(np.ascontiguousarray(matrix), self.tensors[ins[1]].name),
+                                  self.transposed[ins[0]]])[0]
+            if bias is not None:
+                y = g.node("Add", [y, g.const(bias[:, None], self.tensors[ins[2]].name)])[0]
+            fused = opts.FusedActivationFunction()
+            if fused == tflite.ActivationFunctionType.RELU:
+                y = g.node("Relu", [y])[0]
+            elif fused != tflite.ActivationFunctionType.NONE:
+                raise ConversionError(f"fused activation {fused} is not supported on a transposed MatMul")
+            self.transposed[outs[0]] = y
+            return
+        y = g.node("MatMul", [self.runtime(ins[0]), g.const(np.ascontiguousarray(matrix.T), self.tensors[ins[1]].name)])[0]
         fused = opts.FusedActivationFunction()
-        if len(ins) > 2 and ins[2] >= 0:
+        if bias is not None:
             target = self.out_name(outs[0]) if fused == tflite.ActivationFunctionType.NONE else g.unique(
                 self.tensors[outs[0]].name + "_pre")
-            bias = g.const(self.const_value(ins[2]).astype(np.float32), self.tensors[ins[2]].name)
-            y = g.node("Add", [y, bias], [target])[0]
+            y = g.node("Add", [y, g.const(bias, self.tensors[ins[2]].name)], [target])[0]
         self.set_output(outs[0], self.activation(y, fused, outs[0]))
 
     def readers(self, idx: int) -> int:
@@ -598,7 +736,10 @@ class Converter:
         axes = [int(a) % rank for a in np.atleast_1d(axes)]
         if rank == 4 and self.channels_first:
             axes = [_NHWC_AXIS_TO_NCHW[a] for a in axes]
-        return sorted(axes)
+        drop = self.dropped(idx)
+        if drop and min(axes) < drop:
+            raise ConversionError(f"{self.tensors[idx].name}: reducing over its leading unit axes is not supported")
+        return sorted(a - drop for a in axes)
 
     def _reduce(self, op, ins, outs, onnx_op: str) -> None:
         keep = self._options(op, tflite.ReducerOptions).KeepDims()
@@ -621,6 +762,22 @@ class Converter:
 
     def op_transpose(self, op, ins, outs):
         perm = [int(p) for p in self.const_value(ins[1])]
+        drop = self.dropped(ins[0])
+        if drop and perm == [0, 1, 3, 2]:
+            # A [1, 1, rows, columns] tensor's transpose (the MLP-Mixer's token mixing) is not written
+            # out: the output is held as the input, and the 1x1 convolutions that read it multiply from
+            # the left instead (see _pointwise_matmul), so the pair of transposes around each token
+            # mixing disappears. A reader that needs the tensor itself gets a Transpose then (runtime).
+            if ins[0] in self.transposed:
+                self.set_output(outs[0], self.transposed[ins[0]])
+            else:
+                self.transposed[outs[0]] = self.runtime(ins[0])
+            return
+        if drop and perm[:drop] == list(range(drop)):
+            y = self.graph.node("Transpose", [self.runtime(ins[0])], [self.out_name(outs[0])],
+                                perm=[p - drop for p in perm[drop:]])[0]
+            self.set_output(outs[0], y)
+            return
         y = self.graph.node("Transpose", [self._to_tflite_layout(ins[0])], perm=perm)[0]
         self._from_tflite_layout(y, outs[0])
 
@@ -695,16 +852,28 @@ class Converter:
         name = self.runtime(idx)
         if len(self.tensors[idx].shape) == 4 and self.channels_first:
             name = self.graph.node("Transpose", [name], perm=[0, 2, 3, 1])[0]
+        elif self.dropped(idx):
+            shape = self.graph.const(np.array(self.tensors[idx].shape, np.int64), "shape")
+            name = self.graph.node("Reshape", [name, shape])[0]
         return name
 
     def _from_tflite_layout(self, name: str, out_idx: int) -> None:
         if len(self.tensors[out_idx].shape) == 4 and self.channels_first:
             name = self.graph.node("Transpose", [name], [self.out_name(out_idx)], perm=[0, 3, 1, 2])[0]
+        elif self.dropped(out_idx):
+            shape = self.graph.const(np.array(self.tensors[out_idx].shape[2:], np.int64), "shape")
+            name = self.graph.node("Reshape", [name, shape], [self.out_name(out_idx)])[0]
         self.set_output(out_idx, name)
 
     def op_reshape(self, op, ins, outs):
         if self.is_const(ins[0]):
             self.tensors[outs[0]].value = self.const_value(ins[0]).reshape(self.tensors[outs[0]].shape)
+            return
+        if not self.channels_first:    # one Reshape straight to the output's graph shape
+            shape = np.array(self.tensors[outs[0]].shape[self.dropped(outs[0]):], np.int64)
+            y = self.graph.node("Reshape", [self.runtime(ins[0]), self.graph.const(shape, "shape")],
+                                [self.out_name(outs[0])])[0]
+            self.set_output(outs[0], y)
             return
         shape = np.array(self.tensors[outs[0]].shape, np.int64)
         y = self.graph.node("Reshape", [self._to_tflite_layout(ins[0]), self.graph.const(shape, "shape")])[0]
@@ -716,6 +885,9 @@ class Converter:
         axis = opts.Axis() % rank
         if rank == 4 and self.channels_first:
             axis = _NHWC_AXIS_TO_NCHW[axis]
+        axis -= self.dropped(outs[0])
+        if axis < 0:
+            raise ConversionError("concatenation along a leading unit axis is not supported")
         y = self.graph.node("Concat", [self.runtime(i) for i in ins], axis=axis)[0]
         self.set_output(outs[0], self.activation(y, opts.FusedActivationFunction(), outs[0]))
 
@@ -759,6 +931,14 @@ class Converter:
             begin[axis] = self.const_value(ins[1]).astype(np.int64)[axis] % in_shape[axis]
             end[axis], strides[axis] = begin[axis] + 1, 1
         g = self.graph
+        drop = self.dropped(ins[0])
+        if drop and not shrink and self.dropped(outs[0]) == drop:
+            # [1, 1, rows, columns] in and out: slice the 2-D graph tensor (the unit axes stay whole).
+            y = g.node("Slice", [self.runtime(ins[0]), g.const(begin[drop:], "begin"), g.const(end[drop:], "end"),
+                                 g.const(np.arange(len(begin) - drop, dtype=np.int64), "axes"),
+                                 g.const(strides[drop:], "steps")], [self.out_name(outs[0])])[0]
+            self.set_output(outs[0], y)
+            return
         y = g.node("Slice", [self._to_tflite_layout(ins[0]), g.const(begin, "begin"), g.const(end, "end"),
                              g.const(np.arange(len(begin), dtype=np.int64), "axes"), g.const(strides, "steps")])[0]
         if shrink:
