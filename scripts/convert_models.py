@@ -26,8 +26,11 @@ How the graph is translated:
 - Channel counts that are not whole blocks of onnxruntime's blocked layout (BlazeFace's 24, 28, 42,
   ...) are padded with zero channels (``channel_padding.py``).
 - The blendshape model is an MLP-Mixer whose 4-D tensors are ``[1, 1, tokens, channels]``, not
-  images: it is converted with ``channels_first=False``, every tensor stays in TFLite's layout and its
-  1x1 convolutions become MatMuls over the last axis.
+  images: it is converted with ``channels_first=False``. Every tensor stays in TFLite's layout, the
+  [1, 1, tokens, channels] ones as 2-D [tokens, channels]; its 1x1 convolutions become MatMuls (the
+  token-mixing ones multiply from the left, so the transposes around them go), each ten-operator
+  layer norm becomes one LayerNormalization, and the last block computes only the class token that
+  the output reads (``row_pruning.py``).
 
 Usage: ``python scripts/convert_models.py [--out models] [--cache .cache/mediapipe] [--check]``
 (``--check`` converts into a temporary folder and compares with the committed files).
@@ -59,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import branch_fusion  # noqa: E402  (merges the attention mesh's parallel heads)
 import channel_padding  # noqa: E402  (whole blocks of channels for onnxruntime's blocked layout)
 import mediapipe_ops  # noqa: E402  (our ONNX versions of MediaPipe's custom ops)
+import row_pruning  # noqa: E402  (only the rows a 2-D network's output reads)
 
 log = logging.getLogger("convert_models")
 
@@ -455,6 +459,8 @@ class Converter:
             model = branch_fusion.fuse_parallel_branches(model, self.branch_seeds)
         if self.channels_first:
             model = channel_padding.pad_channels(model)
+        else:
+            model = row_pruning.prune_rows(model)
         onnx.checker.check_model(model)
         return model
 

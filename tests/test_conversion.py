@@ -193,3 +193,34 @@ def test_blendshape_model_keeps_tflite_layout():
     assert ops.count("MatMul") == 19 and ops.count("LayerNormalization") == 8
     assert "Neg" not in ops and "Reciprocal" not in ops
     assert model.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 146
+    # The output reads only the class token: the last block's second token-mixing layer keeps one
+    # row of its [97, 384] weights (row_pruning.py).
+    from onnx import numpy_helper
+    shapes = [numpy_helper.to_array(t).shape for t in model.graph.initializer]
+    assert (1, 384) in shapes and shapes.count((97, 384)) == 3
+
+
+def test_attention_mesh_agrees_with_plain_mesh_and_iris_model():
+    """An independent second computation: plain mesh + iris model on the same crops."""
+    detector, attention, mesh, iris = FaceDetector("auto"), Landmarker("attention"), Landmarker("mesh"), \
+        IrisLandmarker()
+    mesh_err, iris_err = [], []
+    for path in sorted(data_path("images").glob("aflw2000_*.jpg")):
+        image = cv2.imread(str(path))
+        dets = detector.detect(image)
+        first = attention(image, roi_from_detection(dets[0]))
+        roi = roi_from_landmarks(first.points)
+        a = attention(image, roi)
+        if a.presence < 0.9:
+            continue
+        m = mesh(image, roi)
+        right, left = iris(image, m.points)
+        eye_width = np.linalg.norm(a.points[263, :2] - a.points[33, :2])
+        mesh_err.append(np.median(np.linalg.norm(a.points[:468, :2] - m.points[:, :2], axis=1)) / eye_width)
+        iris_err.append(np.linalg.norm(a.points[468, :2] - right.iris[0, :2]) / eye_width)
+        iris_err.append(np.linalg.norm(a.points[473, :2] - left.iris[0, :2]) / eye_width)
+    assert len(mesh_err) >= 25
+    # Eye widths here are about 120 px: 2% is 2.4 px.
+    assert np.median(mesh_err) < 0.02, np.median(mesh_err)
+    assert np.median(iris_err) < 0.015 and np.percentile(iris_err, 90) < 0.04, (np.median(iris_err),
+                                                                                np.percentile(iris_err, 90))
