@@ -85,9 +85,12 @@ def model_input(points: np.ndarray, out: np.ndarray | None = None) -> np.ndarray
     if out is None:
         out = np.empty((1, len(INPUT_POINTS), 2), np.float32)
     out[0] = points[_INPUT_ROWS, :2]
-    if not np.isfinite(out).all():
+    # One pass checks both: NaN and infinities make the spread non-finite, and the model divides the
+    # points by their spread.
+    spread = out[0].max(axis=0) - out[0].min(axis=0)
+    if not np.isfinite(spread).all():
         raise ValueError("blendshapes need finite mesh points; got NaN or infinite values")
-    if np.ptp(out[0], axis=0).max() <= 0:    # the model divides by the points' spread
+    if spread.max() <= 0:
         raise ValueError("blendshapes need a face's mesh points; all 146 input points coincide")
     return out
 
