@@ -230,8 +230,11 @@ class DatagramReceiver(Generic[R]):
 
         self._socket = self._bind(host, port)
         self.address: tuple[str, int] = self._socket.getsockname()[:2]
-        self._receive_buffer = _set_receive_buffer(self._socket, receive_buffer)
-        self._counts_kernel_drops = _enable_drop_count(self._socket)
+        # Kernel buffer and drop count exist only for real UDP sockets; subclasses that read another
+        # transport through the same loop (ZeroMQ) bring their own queueing and report neither.
+        udp = isinstance(self._socket, socket.socket)
+        self._receive_buffer = _set_receive_buffer(self._socket, receive_buffer) if udp else None
+        self._counts_kernel_drops = _enable_drop_count(self._socket) if udp else False
         self._kernel_dropped = 0     # total so far
         self._kernel_drop_mark = 0   # the last uint32 count the kernel reported
         self._stop = threading.Event()

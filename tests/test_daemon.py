@@ -475,7 +475,8 @@ def test_window_label_shows_the_real_frame_rate_and_the_processing_time(tmp_path
     rates = [(float(m.group(1)), float(m.group(2))) for m in rates if m]
     assert len(rates) >= 40
     fps, processing_ms = rates[-1]
-    assert 22.0 < fps < 27.0
+    # At most the video's own 25 fps (the tracker alone runs at hundreds); a loaded machine may fall behind.
+    assert 12.0 < fps < 27.0
     assert 0.5 < processing_ms < 40.0
 
 
