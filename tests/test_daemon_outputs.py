@@ -405,3 +405,25 @@ def test_msgpack_slot_is_the_openseeface_id_and_id_the_track(tmp_path):
     assert {f.slot for f in faces} == {3}
     tracks = sorted({f.id for f in faces})
     assert len(tracks) >= 2 and tracks[0] == 3          # the first track is 0 (+3); the returning face a new one
+
+
+def test_face_option_follows_one_person_by_openseeface_id():
+    """Two people, --faces 2: vmc://...?face=1 and ifacialmocap://...?face=1 follow the face in slot 1, the
+    same face msgpack reports with slot 1 (the other person turns differently)."""
+    video = str(data_path("videos", "two_people_static_640x360.avi"))
+    with udp_collector() as (msgpack_port, msgpack_drain), udp_collector() as (ifm_port, ifm_drain), \
+            osc_server() as (vmc_port, received):
+        assert facetracker_main(["-c", video, "--faces", "2", "-s", "1", "--frames", "20",
+                                 "--output", f"msgpack://127.0.0.1:{msgpack_port}",
+                                 "--output", f"vmc://127.0.0.1:{vmc_port}?face=1",
+                                 "--output", f"ifacialmocap://127.0.0.1:{ifm_port}?face=1"]) == 0
+        msgpack, ifm = [decode_frame(d) for d in msgpack_drain()], [parse_ifacialmocap(d) for d in ifm_drain()]
+        _wait_for(lambda: len(vmc_frames(received)) >= 20)
+        vmc = vmc_frames(received)
+    assert len(msgpack) == len(vmc) == len(ifm) == 20
+    for frame, messages, phone in zip(msgpack, vmc, ifm):
+        by_slot = {f.slot: f for f in frame.faces}
+        assert set(by_slot) == {0, 1}
+        assert abs(by_slot[0].yaw - by_slot[1].yaw) > 2          # the two people look in different directions
+        assert head_yaw_from_vmc(messages) == pytest.approx(by_slot[1].yaw, abs=0.01)
+        assert phone.yaw == pytest.approx(by_slot[1].yaw, abs=0.01)
