@@ -28,7 +28,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .capture import (CameraNotFoundError, CameraSource, CaptureConfig, CaptureError, LatestFrameReader,
+from .capture import (CameraNotFoundError, CameraSource, CaptureConfig, CaptureError, Frame, LatestFrameReader,
                       format_camera_list, list_cameras, open_source)
 from .drawing import draw_label, draw_points
 from .features import FeatureConfig
@@ -410,11 +410,15 @@ def outputs_summary(stats: dict) -> str:
     return "; ".join(parts)
 
 
+ATTENTION_POINTS = 478      # the blendshape model reads the attention mesh (irises included)
+
+
 class ResultStage:
     """Tracked faces -> the frame's one ``FrameResult``, doing only the optional work the outputs need.
 
-    The OpenSeeFace record is always built (it carries OpenSeeFace's per-user features and eye openness,
-    which every format sends); our head pose, the blendshapes and the mesh copy only when ``needs`` says so.
+    The OpenSeeFace record is always built (it holds OpenSeeFace's per-user features and eye openness,
+    which the ``FaceResult`` carries for every format); our head pose, the blendshapes and the mesh copy
+    only when ``needs`` says so.
     """
 
     def __init__(self, needs: frozenset[str], records: RecordBuilder, face_id_offset: int = 0,
@@ -425,7 +429,7 @@ class ResultStage:
         self.blendshapes = blendshapes if "blendshapes" in needs else None
         self.with_mesh = "mesh" in needs
 
-    def __call__(self, number: int, frame, faces: list[TrackedFace]) -> FrameResult:
+    def __call__(self, number: int, frame: Frame, faces: list[TrackedFace]) -> FrameResult:
         h, w = frame.image.shape[:2]
         size = (w, h)
         results = []
@@ -437,9 +441,6 @@ class ResultStage:
                 blendshapes = self.blendshapes(face.mesh.points)
             results.append(self.results.face(record.id, face, record, pose, blendshapes, self.with_mesh))
         return ResultBuilder.frame(number, frame.timestamp, frame.monotonic, time.time(), size, results)
-
-
-ATTENTION_POINTS = 478      # the blendshape model reads the attention mesh (irises included)
 
 
 def _warn_about_blendshapes(config: DaemonConfig, outputs: OutputGroup) -> None:
