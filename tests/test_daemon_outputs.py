@@ -451,3 +451,27 @@ def test_smoothing_stage_sits_between_the_result_and_the_outputs(monkeypatch):
         yaws = [f.faces[0].yaw for f in map(decode_frame, drain())]
     assert seen == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose(np.array(shifted_yaws) - np.array(yaws), 10.0, atol=1e-3)
+
+
+def test_ifacialmocap_listen_streams_to_the_app_that_sends_the_handshake():
+    """``?listen``: the daemon behaves like the phone; an app (our IFacialMocapReceiver) sends the handshake
+    to it and receives the stream (at its own port here, through ``reply_port``)."""
+    from facewire.client.ifacialmocap_receiver import IFacialMocapReceiver
+    listen_port = _free_port()
+    with IFacialMocapReceiver(port=0, expire_after=60) as app:
+        url = f"ifacialmocap://127.0.0.1:{listen_port}?listen&reply_port={app.address[1]}"
+        stop = threading.Event()
+        config = _config(["-c", str(data_path(*VIDEO)), "--repeat-video", "1", "--output", url])
+        daemon_thread = threading.Thread(target=run, args=(config, stop), daemon=True)
+        daemon_thread.start()
+        try:
+            deadline = time.monotonic() + 60
+            while app.stats().accepted < 10 and time.monotonic() < deadline:
+                app.connect_to("127.0.0.1", listen_port)      # as the apps do, until the stream comes
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            daemon_thread.join(10)
+        stats, latest = app.stats(), app.latest()
+    assert stats.accepted >= 10 and sum(stats.dropped.values()) == 0
+    assert abs(latest.yaw) < 30 and set(latest.blendshapes) >= {"jawOpen", "eyeBlinkLeft"}
