@@ -86,6 +86,12 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
                     "a terminal; prints plain snapshots when piped. Ctrl-C quits.")
     _add_stream_options(p)
     p.set_defaults(port=None)          # the --format's own port unless one is given
+    for action in p._actions:          # the same options, read per format here
+        if action.dest == "host":
+            action.help = ("address to listen on (default 127.0.0.1; 0.0.0.0 for trackers on other machines); "
+                           "with --format zmq, the tracker's address to connect to")
+        elif action.dest == "port":
+            action.help = "port of the stream (default: the --format's own port)"
     p.add_argument("--format", default="osf", metavar="FORMAT|URL",
                    help=f"the stream to read: {', '.join(FORMATS)} (default osf), on --host and --port (default: "
                         f"the format's port: " + ", ".join(f"{k} {v[0]}" for k, v in FORMATS.items()) + "; zmq "
