@@ -1,7 +1,9 @@
-"""Facewire client SDK: OpenSeeFace's wire format, a UDP receiver and helpful views.
+"""Facewire client SDK: the wire formats the tracker sends, their receivers and helpful views.
 
-Light by design: it needs only numpy and the standard library (never OpenCV or onnxruntime), so
-applications can consume tracking data without the tracker's dependencies.
+Light by design: never OpenCV or onnxruntime, so applications can consume tracking data without the
+tracker's dependencies. OpenSeeFace's format needs only numpy and the standard library; the receivers
+of the other formats (``MsgpackReceiver``, ``ZmqSubscriber``, ``IFacialMocapReceiver``) and
+``make_keypair`` are imported on first use, so ``import facewire.client`` does not load msgpack or pyzmq.
 """
 
 from .protocol import (
@@ -48,7 +50,32 @@ from .views import (
     to_ibug68,
 )
 
+#: Exported names whose modules load on first use (msgpack, pyzmq): name -> module.
+_LAZY = {
+    "ARKIT_NAMES": "arkit",
+    "MsgpackFace": "msgpack_frame",
+    "MsgpackFrame": "msgpack_frame",
+    "MsgpackReceiver": "msgpack_receiver",
+    "ZmqSubscriber": "zmq_stream",
+    "CurveKeyError": "zmq_stream",
+    "make_keypair": "zmq_stream",
+    "IFacialMocapFrame": "ifacialmocap",
+    "IFacialMocapReceiver": "ifacialmocap_receiver",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    *_LAZY,
     "CalibrationStats",
     "ExpressionCalibrator",
     "ModelFileError",

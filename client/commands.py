@@ -1,4 +1,4 @@
-"""The client's command-line tools: ``monitor``, ``calibrate`` and ``expressions``.
+"""The client's command-line tools: ``monitor``, ``calibrate``, ``expressions`` and ``keys``.
 
 They only listen to the UDP stream (any OpenSeeFace-compatible tracker), so they need none of the
 tracker's dependencies. ``facewire`` registers them through :func:`add_client_commands`; without the
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .calibration import CalibrationError, ExpressionCalibrator, ModelFileError, NotEnoughDataError
-from .monitor import MonitorConfig, run_monitor
+from .monitor import FORMATS, MonitorConfig, StreamAddressError, parse_stream, run_monitor
 from .protocol import OpenSeeFaceRecord
 from .receiver import OpenSeeFaceReceiver, ReceiverError
 
@@ -88,13 +88,29 @@ def _expression_names(text: str) -> tuple[str, ...]:
 
 
 def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``monitor``, ``calibrate`` and ``expressions`` (each with ``func(args) -> exit code``)."""
+    """Register ``monitor``, ``calibrate``, ``expressions`` and ``keys`` (each with ``func(args) -> exit code``)."""
     p = subparsers.add_parser(
-        "monitor", help="live terminal view of the faces a tracker sends (pose, eyes, mouth, features)",
-        description="Show every face arriving over UDP: id, receive rate, head angles, eye openness, mouth, "
-                    "the 14 expression features, dropped packets, and with --model the detected expression. "
-                    "Redraws in place on a terminal; prints plain snapshots when piped. Ctrl-C quits.")
+        "monitor", help="live terminal view of the faces a tracker sends (pose, eyes, mouth, features, blendshapes)",
+        description="Show every face arriving from a tracker: id, receive rate, head angles, eye openness, mouth, "
+                    "the 14 expression features, the strongest blendshapes when the stream carries them, dropped "
+                    "packets, and with --model the detected expression. Reads OpenSeeFace records (default), "
+                    "Facewire's msgpack frames, its ZeroMQ stream or iFacialMocap (--format). Redraws in place on "
+                    "a terminal; prints plain snapshots when piped. Ctrl-C quits.")
     _add_stream_options(p)
+    p.set_defaults(port=None)          # the --format's own port unless one is given
+    for action in p._actions:          # the same options, read per format here
+        if action.dest == "host":
+            action.help = ("address to listen on (default 127.0.0.1; 0.0.0.0 for trackers on other machines); "
+                           "with --format zmq, the tracker's address to connect to")
+        elif action.dest == "port":
+            action.help = "port of the stream (default: the --format's own port)"
+    p.add_argument("--format", default="osf", metavar="FORMAT|URL",
+                   help=f"the stream to read: {', '.join(FORMATS)} (default osf), on --host and --port (default: "
+                        f"the format's port: " + ", ".join(f"{k} {v[0]}" for k, v in FORMATS.items()) + "; zmq "
+                        "connects to the tracker's address), or a URL as given to the tracker's --output, e.g. "
+                        "msgpack://127.0.0.1:11574 or zmq+tcp://192.168.1.20:5555")
+    p.add_argument("--server-key", type=Path, metavar="FILE",
+                   help="zmq with CURVE: the tracker's public key file (facewire.key from 'facewire keys')")
     p.add_argument("--model", type=Path, metavar="FILE", help="expression model from 'facewire calibrate'")
     p.add_argument("--once", action="store_true",
                    help="print one view a second after the first face arrives, then exit")
@@ -142,6 +158,17 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="also write one line per face and frame: expression and every probability")
     p.set_defaults(func=cmd_expressions)
 
+    p = subparsers.add_parser(
+        "keys", help="make a CURVE key pair for an encrypted ZeroMQ stream",
+        description="Write FOLDER/facewire.key (the public key: copy it to every machine that may subscribe) "
+                    "and FOLDER/facewire.key_secret (the secret key: keep it on the tracking PC, readable only "
+                    "by you). Then: facetracker --output \"zmq+tcp://0.0.0.0:5555?curve=FOLDER/facewire.key_secret\"; "
+                    "subscribers give the public key (facewire monitor --format zmq+tcp://HOST:5555 --server-key "
+                    "FOLDER/facewire.key). A subscriber without it receives nothing.")
+    p.add_argument("folder", type=Path, metavar="FOLDER", help="where to write the pair (created if missing)")
+    p.add_argument("--force", action="store_true", help="replace an existing pair in FOLDER")
+    p.set_defaults(func=cmd_keys)
+
 
 # --- shared helpers ----------------------------------------------------------------------------
 
@@ -175,19 +202,59 @@ def _is_terminal(stream: TextIO) -> bool:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    try:
+        stream, host, port = parse_stream(args.format, args.host, args.port)
+    except StreamAddressError as exc:
+        _log.error("%s", exc)
+        return EXIT_BAD_INPUT
+    if args.model is not None and stream != "osf":
+        _log.error("--model classifies OpenSeeFace records; it cannot be used with --format %s", stream)
+        return EXIT_BAD_INPUT
+    if args.server_key is not None and stream != "zmq":
+        _log.error("--server-key is for the ZeroMQ stream (--format zmq), not %s", stream)
+        return EXIT_BAD_INPUT
     model = None
     if args.model is not None:
         model = _load_model(args.model)
         if model is None:
             return EXIT_BAD_INPUT
     out = sys.stdout
-    config = MonitorConfig(host=args.host, port=args.port, model=model, once=args.once, duration=args.duration,
-                           interval=args.interval, ansi=_is_terminal(out))
+    config = MonitorConfig(host=host, port=port, model=model, once=args.once, duration=args.duration,
+                           interval=args.interval, ansi=_is_terminal(out), stream=stream,
+                           server_key=None if args.server_key is None else str(args.server_key))
     try:
         return run_monitor(config, out)
-    except ReceiverError as exc:
+    except (ReceiverError, ValueError) as exc:      # ValueError: an unusable --server-key file
         _log.error("%s", exc)
         return EXIT_BAD_INPUT
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .zmq_stream import CurveKeyError, make_keypair
+    folder: Path = args.folder
+    if folder.exists() and not folder.is_dir():
+        _log.error("%s is a file, not a folder; give the folder to write the keys into", folder)
+        return EXIT_BAD_INPUT
+    existing = [folder / name for name in ("facewire.key", "facewire.key_secret") if (folder / name).exists()]
+    if existing and not args.force:
+        _log.error("%s already exists; trackers and subscribers may be using it. Use --force to replace the "
+                   "pair, or another folder", existing[0])
+        return EXIT_BAD_INPUT
+    try:
+        public, secret = make_keypair(folder)
+    except CurveKeyError as exc:
+        _log.error("%s", exc)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        _log.error("cannot write the keys into %s: %s", folder, exc.strerror or exc)
+        return EXIT_BAD_INPUT
+    print(f"public key (give it to subscribers): {public}\n"
+          f"secret key (keep it on the tracking PC): {secret}\n"
+          f"use: facetracker --output \"zmq+tcp://0.0.0.0:5555?curve={secret}\"", flush=True)
+    return EXIT_OK
 
 
 # --- calibrate ---------------------------------------------------------------------------------

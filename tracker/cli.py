@@ -151,7 +151,8 @@ def cmd_eval_pose(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facewire",
-        description="Facewire: real-time face tracking that speaks OpenSeeFace's protocol, and its tools.")
+        description="Facewire: real-time face tracking for VTubing apps (OpenSeeFace's protocol, VMC, iFacialMocap, "
+                    "msgpack over UDP or ZeroMQ), and its tools.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 help="what to do; each command has its own --help")
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=None)
 
     from facewire.client.commands import add_client_commands
-    add_client_commands(sub)     # monitor, calibrate, expressions: the client side, no tracker needed
+    add_client_commands(sub)     # monitor, calibrate, expressions, keys: the client side, no tracker needed
     return parser
 
 

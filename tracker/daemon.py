@@ -1,8 +1,12 @@
-"""The tracking daemon: capture -> track -> OpenSeeFace records -> UDP, with OpenSeeFace's command line.
+"""The tracking daemon, with OpenSeeFace's command line:
+
+    capture -> track -> one immutable FrameResult per frame -> smooth -> every --output
 
 ``facetracker`` accepts OpenSeeFace's ``facetracker.py`` flags with the same meanings, so a VTuber can
 swap one for the other; ``facewire track`` is the same daemon. Everything the loop needs is one
-frozen ``DaemonConfig`` built from the command line.
+frozen ``DaemonConfig`` built from the command line. The loop knows no wire format: it asks the
+outputs (``tracker/outputs``) what optional work they need (our head pose, blendshapes, the mesh),
+does only that, and hands each of them the same ``FrameResult``.
 """
 from __future__ import annotations
 
@@ -19,21 +23,23 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 
-from facewire.client.protocol import RECORD_SIZE, encode_datagram
-
-from .capture import (CameraNotFoundError, CameraSource, CaptureConfig, CaptureError, LatestFrameReader,
+from .capture import (CameraNotFoundError, CameraSource, CaptureConfig, CaptureError, Frame, LatestFrameReader,
                       format_camera_list, list_cameras, open_source)
 from .drawing import draw_label, draw_points
 from .features import FeatureConfig
 from .openseeface import osf_model_points_image
+from .outputs import OutputGroup, default_output_url
 from .packets import OsfLogWriter, RecordBuilder, RecordOptions
+from .pose import PoseEstimator
+from .result import FrameResult, ResultBuilder
 from .runtime import ModelError
-from .tracking import FaceTracker, TrackingConfig
-from .transport import TransportError, UdpSender
+from .tracking import FaceTracker, TrackedFace, TrackingConfig
+from .transport import TransportError
 
 log = logging.getLogger("facewire.daemon")
 
@@ -41,10 +47,28 @@ EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 STATUS_EVERY_S = 5.0
 
 
+#: The blendshape hook: one face's mesh (478x3 image pixels, the attention mesh) -> 52 values 0..1 in
+#: ``facewire.client.arkit.ARKIT_NAMES`` order. Called once per face and frame, and only when an output
+#: needs blendshapes (``"blendshapes" in OutputGroup.needs``). ``DaemonConfig.blendshapes`` is None until
+#: the blendshape model lands; then the outputs send what they do without them (README, "Outputs").
+BlendshapeEstimator = Callable[[np.ndarray], np.ndarray]
+
+
+def smooth(frame_result: FrameResult) -> FrameResult:
+    """The smoothing stage, between tracking and the outputs: the identity until the One Euro smoother
+    lands. The loop calls it exactly once per frame, on the finished ``FrameResult``; a smoother returns a
+    new (smoothed) ``FrameResult`` and keeps its per-track state itself (``FaceResult.id`` is the stable
+    track id). The OpenSeeFace record in ``FaceResult.osf`` is OpenSeeFace's own, unsmoothed, as it sends it.
+    """
+    return frame_result
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     ip: str = "127.0.0.1"
     port: int = 11573
+    urls: tuple[str, ...] = ()    # --output URLs; empty: OpenSeeFace records to ip:port
+    mesh: bool = False            # --mesh: the formats that can carry the mesh send it
     visualize: int = 0            # 0 off, 1 landmarks, 2 + face ids, 3 + point numbers
     pnp_points: int = 0
     video_out: Path | None = None
@@ -52,6 +76,10 @@ class OutputConfig:
     video_fps: float = 24.0
     log_data: Path | None = None
     silent: bool = False
+
+    @property
+    def output_urls(self) -> tuple[str, ...]:
+        return self.urls or (default_output_url(self.ip, self.port),)
 
 
 @dataclass(frozen=True)
@@ -61,6 +89,7 @@ class DaemonConfig:
     records: RecordOptions = field(default_factory=RecordOptions)
     output: OutputConfig = field(default_factory=OutputConfig)
     max_frames: int | None = None      # stop after this many frames (None: until the input ends)
+    blendshapes: BlendshapeEstimator | None = None    # the blendshape hook (see BlendshapeEstimator)
 
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
@@ -122,12 +151,24 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, formatter_class=_HelpFormatter,
-        description="Track faces from a camera, video or images and stream them over UDP in OpenSeeFace's format "
-                    "(VSeeFace, VTube Studio, Warudo, the OpenSee Unity component and others read it unchanged). "
-                    "Flags are OpenSeeFace's facetracker.py flags with the same meanings; its 0/1 switches take "
-                    "0 or 1.")
-    p.add_argument("-i", "--ip", default="127.0.0.1", help="address to send tracking data to")
-    p.add_argument("-p", "--port", type=_int_in(1, 65535), default=11573, help="UDP port to send tracking data to")
+        description="Track faces from a camera, video or images and stream them to the apps VTubers use: "
+                    "OpenSeeFace's UDP format by default (VSeeFace, VTube Studio, Warudo, the OpenSee Unity "
+                    "component and others read it unchanged), and with --output also VMC, iFacialMocap, or "
+                    "Facewire's msgpack frames over UDP or ZeroMQ, all from the same tracking. Flags are "
+                    "OpenSeeFace's facetracker.py flags with the same meanings; its 0/1 switches take 0 or 1.")
+    p.add_argument("-i", "--ip", default="127.0.0.1",
+                   help="address to send OpenSeeFace records to (when no --output is given)")
+    p.add_argument("-p", "--port", type=_int_in(1, 65535), default=11573,
+                   help="UDP port to send OpenSeeFace records to (when no --output is given)")
+    p.add_argument("--output", action="append", metavar="URL",
+                   help="where and in which format to send; repeat it to feed several apps at once: "
+                        "osf://HOST:11573 (OpenSeeFace records), vmc://HOST:39539 (VMC protocol), "
+                        "ifacialmocap://HOST:49983 (iFacialMocap; ifacialmocap://0.0.0.0:49983?listen answers "
+                        "the apps' handshake), msgpack://HOST:11574 (Facewire frames over UDP), "
+                        "zmq+tcp://HOST:5555 (the same over ZeroMQ; ?curve=KEY_SECRET_FILE encrypts). "
+                        "Default: osf:// to -i/-p")
+    p.add_argument("--mesh", action="store_true",
+                   help="send the 478-point mesh in the formats that can carry it (msgpack, zmq+tcp)")
     p.add_argument("-c", "--capture", default="0", metavar="SOURCE",
                    help="camera index (0, 1, ...), camera device path (/dev/video2), video file, folder of images "
                         "(name order), or - for raw RGB frames on standard input")
@@ -206,7 +247,15 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
     for path, flag in ((args.log_data, "--log-data"), (args.video_out, "--video-out")):
         if path is not None:
             check_output_file(path, flag)
-    output = OutputConfig(ip=args.ip, port=args.port, visualize=args.visualize, pnp_points=args.pnp_points,
+    urls = tuple(args.output or ())
+    OutputGroup.from_urls(urls, mesh=args.mesh)      # a mistyped URL stops here (exit 2), before the models load
+    if urls and (args.ip, args.port) != ("127.0.0.1", 11573):
+        log.warning("-i/-p are not used with --output; to also send OpenSeeFace records there, add --output %s",
+                    default_output_url(args.ip, args.port))
+    if args.mesh and "mesh" not in OutputGroup.from_urls(urls, mesh=True).needs:
+        log.warning("--mesh: none of the outputs can carry the mesh (msgpack:// and zmq+tcp:// can)")
+    output = OutputConfig(ip=args.ip, port=args.port, urls=urls, mesh=args.mesh,
+                          visualize=args.visualize, pnp_points=args.pnp_points,
                           video_out=args.video_out, video_scale=args.video_scale, video_fps=args.video_fps,
                           log_data=args.log_data, silent=bool(args.silent))
     return DaemonConfig(capture, tracking, records, output, max_frames=args.frames or None)
@@ -350,6 +399,65 @@ def _open_log(path: Path):
         raise ValueError(f"--log-data {path}: cannot write it ({exc.strerror})") from exc
 
 
+def outputs_summary(stats: dict) -> str:
+    """Datagrams (ZeroMQ: messages) each output has sent, e.g. "osf://127.0.0.1:11573 150 datagrams"."""
+    parts = []
+    for name, s in stats.items():
+        text = f"{name} {s.datagrams} datagram{'s' * (s.datagrams != 1)}"
+        if s.errors:
+            text += f" ({s.errors} failed)"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+ATTENTION_POINTS = 478      # the blendshape model reads the attention mesh (irises included)
+
+
+class ResultStage:
+    """Tracked faces -> the frame's one ``FrameResult``, doing only the optional work the outputs need.
+
+    The OpenSeeFace record is always built (it holds OpenSeeFace's per-user features and eye openness,
+    which the ``FaceResult`` carries for every format); our head pose, the blendshapes and the mesh copy
+    only when ``needs`` says so.
+    """
+
+    def __init__(self, needs: frozenset[str], records: RecordBuilder, face_id_offset: int = 0,
+                 blendshapes: BlendshapeEstimator | None = None) -> None:
+        self.records = records
+        self.results = ResultBuilder(face_id_offset=face_id_offset)
+        self.poses = PoseEstimator() if "pose" in needs else None
+        self.blendshapes = blendshapes if "blendshapes" in needs else None
+        self.with_mesh = "mesh" in needs
+
+    def __call__(self, number: int, frame: Frame, faces: list[TrackedFace]) -> FrameResult:
+        h, w = frame.image.shape[:2]
+        size = (w, h)
+        results = []
+        for face in faces:
+            record = self.records.build(face, size, frame.timestamp, frame.monotonic)
+            pose = None if self.poses is None else self.poses.estimate(face.mesh.points, size)
+            blendshapes = None
+            if self.blendshapes is not None and len(face.mesh.points) == ATTENTION_POINTS:
+                blendshapes = self.blendshapes(face.mesh.points)
+            results.append(self.results.face(record.id, face, record, pose, blendshapes, self.with_mesh))
+        return ResultBuilder.frame(number, frame.timestamp, frame.monotonic, time.time(), size, results)
+
+
+def _warn_about_blendshapes(config: DaemonConfig, outputs: OutputGroup) -> None:
+    """Say once, at start, when outputs ask for blendshapes that this run cannot compute."""
+    wanting = [o.name for o in outputs.outputs if "blendshapes" in o.needs]
+    if not wanting:
+        return
+    if config.blendshapes is None:
+        why = "blendshapes are not computed yet (Facewire has no blendshape model yet)"
+    elif config.tracking.mesh != "attention":
+        why = "blendshapes need the 478-point attention mesh, and --model 0 tracks the 468-point mesh"
+    else:
+        return
+    log.warning("%s; %s send%s without them (README, \"Outputs\": what each format sends then)", why,
+                ", ".join(wanting), "s" * (len(wanting) == 1))
+
+
 def _frames(source, reader: LatestFrameReader | None, stop: threading.Event):
     if reader is None:
         for frame in source:
@@ -373,15 +481,19 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
     """
     stop = stop or threading.Event()
     with contextlib.ExitStack() as resources:      # whatever start-up opened is closed, however it ends
+        # Outputs first: a taken port or a bad key file stops the run before the models load.
+        outputs = OutputGroup.from_urls(config.output.output_urls, mesh=config.output.mesh)
+        outputs.open()
+        resources.callback(outputs.close)
+        _warn_about_blendshapes(config, outputs)
         tracker = FaceTracker(config.tracking)
         builder = RecordBuilder(config.records)
+        results = ResultStage(outputs.needs, builder, config.records.face_id_offset, config.blendshapes)
         source = open_source(config.capture, stop=stop)
         live = isinstance(source, CameraSource) or config.capture.pace
         reader = LatestFrameReader(source) if live else None
         # The reader owns a live source: it closes it, and never waits on a read stuck in the driver.
         resources.callback(source.close if reader is None else reader.close)
-        sender = UdpSender(config.output.ip, config.output.port)
-        resources.callback(sender.close)
         annotator = Annotator(config.output)
         resources.callback(annotator.close)
         log_file = _open_log(config.output.log_data) if config.output.log_data else None
@@ -391,26 +503,24 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
         stats = RunStats()
         arrivals: deque[float] = deque(maxlen=RATE_WINDOW)     # for the window's label only
         last_status = time.perf_counter()
-        log.info("tracking %s, sending to %s:%d", source.name, config.output.ip, config.output.port)
+        log.info("tracking %s, sending to %s", source.name, ", ".join(o.name for o in outputs.outputs))
         if ready is not None:
             ready.set()
         for frame in _frames(source, reader, stop):
             started = time.perf_counter()
-            h, w = frame.image.shape[:2]
             faces = tracker.update(frame.image)
-            records = [builder.build(f, (w, h), frame.timestamp, frame.monotonic) for f in faces]
-            if records:
-                sender.send(encode_datagram(records), RECORD_SIZE)
+            frame_result = smooth(results(stats.frames + 1, frame, faces))
+            outputs.send(frame_result)
             sent = time.perf_counter()
             builder.forget_except(tracker.track_ids())
             stats.frames += 1
-            stats.frames_with_faces += bool(records)
+            stats.frames_with_faces += bool(faces)
             stats.processing_ms.append((sent - started) * 1000)
             stats.latency_ms.append((sent - frame.monotonic) * 1000)
             if log_writer:
-                for k, (face, record) in enumerate(zip(faces, records)):
+                for k, (face, result) in enumerate(zip(faces, frame_result.faces)):
                     pose = builder.pose_of(face.track_id)
-                    log_writer.write(stats.frames, k, record, pose.rvec if pose else np.zeros(3))
+                    log_writer.write(stats.frames, k, result.osf, pose.rvec if pose else np.zeros(3))
             if annotator.active:
                 arrivals.append(frame.monotonic)
                 label = rate_label(arrivals, stats.processing_ms)
@@ -419,12 +529,13 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
                     break
             if sent - last_status > STATUS_EVERY_S:
                 last_status = sent
-                log.info("%s; faces now: %s", stats.summary(), [r.id for r in records] or "none")
+                log.info("%s; faces now: %s; sent: %s", stats.summary(), [f.slot for f in frame_result.faces] or "none",
+                         outputs_summary(outputs.stats()))
             if config.max_frames and stats.frames >= config.max_frames:
                 break
     if stats.frames == 0 and not stop.is_set():
         raise CaptureError(f"no frame could be read from {source.name}: the input ended before its first frame")
-    log.info("done: %s", stats.summary())
+    log.info("done: %s; sent: %s", stats.summary(), outputs_summary(outputs.stats()))
     return EXIT_OK
 
 

@@ -70,8 +70,8 @@ class Pose:
 class FaceResult:
     """One face in one frame: everything any output sends about it."""
 
-    slot: int                          # index of the face in this frame (0 = first, by track id)
-    id: int                            # stable track id (with --face-id-offset applied)
+    slot: int                          # OpenSeeFace's face id: the slot 0..faces-1 (+ --face-id-offset)
+    id: int                            # stable track id, never reused (+ --face-id-offset)
     box: np.ndarray                    # (4,) x0, y0, x1, y1 of the landmarks, pixels
     confidence: float                  # the mesh's face probability, 0..1
     points68: np.ndarray               # (68, 2) iBUG 68-point markup, pixels
@@ -130,15 +130,19 @@ def gaze_from_record(record: OpenSeeFaceRecord) -> tuple[np.ndarray, np.ndarray]
 
 class ResultBuilder:
     """Builds ``FaceResult``s from what the loop already has: the tracked face, its OpenSeeFace record
-    and our head pose. Holds only the 68-point mapping (read once), no per-face state."""
+    and our head pose. Holds only the 68-point mapping (read once), no per-face state.
 
-    def __init__(self, mapping: Ibug68Mapping | None = None) -> None:
+    ``face_id_offset`` (``--face-id-offset``) is added to the track id, as the record adds it to the slot."""
+
+    def __init__(self, mapping: Ibug68Mapping | None = None, face_id_offset: int = 0) -> None:
         self._ibug68 = mapping or default_mapping()
+        self._face_id_offset = int(face_id_offset)
 
     def face(self, slot: int, face: TrackedFace, record: OpenSeeFaceRecord, pose: HeadPose | None = None,
              blendshapes: np.ndarray | None = None, with_mesh: bool = False) -> FaceResult:
-        """``pose`` (``PoseEstimator.estimate`` of the face's mesh) and ``blendshapes`` (52 values in
-        ARKIT_NAMES order) are None when no output asked for them."""
+        """``slot``: the face id OpenSeeFace sends (the record's id); ``pose`` (``PoseEstimator.estimate`` of
+        the face's mesh) and ``blendshapes`` (52 values in ARKIT_NAMES order) are None when no output asked
+        for them."""
         if blendshapes is not None:
             blendshapes = np.clip(np.asarray(blendshapes, np.float32), 0.0, 1.0)
             if blendshapes.shape != (len(ARKIT_NAMES),):
@@ -148,7 +152,7 @@ class ResultBuilder:
         features = np.fromiter((record.features[n] for n in FEATURE_NAMES), np.float32, len(FEATURE_NAMES))
         features.setflags(write=False)
         return FaceResult(
-            slot=slot, id=int(record.id), box=_frozen(face.box), confidence=float(face.mesh.presence),
+            slot=slot, id=int(face.track_id) + self._face_id_offset, box=_frozen(face.box), confidence=float(face.mesh.presence),
             points68=_frozen(self._ibug68.apply(face.mesh.points)),
             pose=None if pose is None else Pose.from_head_pose(pose), gaze_right=gaze_right, gaze_left=gaze_left,
             eye_open_right=float(record.eye_right), eye_open_left=float(record.eye_left), features=features,

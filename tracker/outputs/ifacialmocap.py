@@ -11,7 +11,7 @@ Two ways to connect:
   ``&reply_port=N`` streams to port N instead. Several apps may connect; each sender is kept. A
   handshake asking for ``sendDataVersion=v2`` gets the v2 separator.
 
-``?face=ID`` picks the face to send (default: the first face of each frame). A frame with no face sends
+``?face=ID`` picks the face to send by its OpenSeeFace id (the slot; default: the first face of each frame). A frame with no face sends
 nothing (the apps keep the last pose, as when the phone loses the face).
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``vmc://HOST:PORT``: the VMC protocol (Warudo, VSeeFace, VNyan, VMagicMirror, EVMC4U; port 39539).
 
 One OSC bundle per frame (format: ``facewire.client.vmc``). VMC drives one avatar, so one face is sent:
-``?face=ID`` picks a track id, otherwise the first face of the frame. ``?mirror=1`` mirrors the head
+``?face=ID`` picks the face with that OpenSeeFace id (``FaceResult.slot``: 0..faces-1, plus
+--face-id-offset; a person keeps it while tracked), otherwise the first face of the frame. ``?mirror=1`` mirrors the head
 turn and swaps Left/Right expressions; ``?neck=0.5`` gives that share of the head turn to the Neck bone.
 """
 from __future__ import annotations
@@ -18,9 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def pick_face(frame: FrameResult, face_id: int | None) -> FaceResult | None:
-    """The face an avatar output follows: the given track id, or the first face (with a pose: the
-    loop computes it because these outputs declare ``needs`` "pose")."""
-    face = frame.face(face_id) if face_id is not None else (frame.faces[0] if frame.faces else None)
+    """The face an avatar output follows: the one in slot ``face_id`` (the id OpenSeeFace records and the
+    ``-v 2`` window show), or the first face (with a pose: the loop computes it because these outputs
+    declare ``needs`` "pose")."""
+    if face_id is None:
+        face = frame.faces[0] if frame.faces else None
+    else:
+        face = next((f for f in frame.faces if f.slot == face_id), None)
     return None if face is None or face.pose is None else face
 
 
