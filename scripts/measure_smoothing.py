@@ -19,12 +19,16 @@ Reported per method:
                   the truth does not move there, so all of it is jitter.
   lag in motion   frames by which the tracked path trails the true one: the peak of the
                   cross-correlation of true and tracked frame-to-frame motion of all 68 points over
-                  the motion segments, summed over clips, refined with a parabola through the peak.
+                  the motion segments of one kind (shift, zoom, rotation) and over all, summed over
+                  clips, refined with a parabola through the peak.
   error in motion mean point error (NME, % eye-corner distance) on the motion segments.
+And for our head pose (``PoseEstimator`` on the mesh): rotation and translation jitter at rest, and the
+lag of the measured roll behind the true in-plane rotation; unfiltered, with the pose filter, and
+computed from smoothed points.
 
-``--tune`` searches min_cutoff x beta for the points group on every other clip (the "tune" half),
-keeps the setting with the lowest jitter whose lag stays within ``--max-lag`` frames, and reports
-it on the other half and on all clips.
+``--tune`` searches min_cutoff x beta x d_cutoff of the points and the pose filters on every other clip
+(the "tune" half): it keeps the setting with the lowest jitter whose lag stays within ``--max-lag``
+frames in every kind of motion, and reports it on the other ("check") half and on all clips.
 
 MediaPipe side (not a dependency of Facewire):
     python3 -m venv /tmp/mpvenv && /tmp/mpvenv/bin/pip install mediapipe==0.10.14
@@ -74,6 +78,7 @@ class Clip:
     jpegs: list[bytes]          # the frames as the camera would deliver them
     truth: np.ndarray           # (F, 68, 2) true points per frame
     kinds: list[str]            # segment kind of every frame
+    states: np.ndarray          # (F, 4) shift x, shift y (eye distances), zoom, rotation (degrees)
     eye_distance: float         # true outer-eye-corner distance at zoom 1, pixels
 
 
@@ -117,7 +122,7 @@ def make_clip(name: str, image: np.ndarray, pts: np.ndarray, noise: float, quali
             raise MeasureError(f"JPEG encoding failed for {name}")
         jpegs.append(data.tobytes())
         truth.append(pts @ m[:, :2].T + m[:, 2])
-    return Clip(name, jpegs, np.array(truth), kinds, EYE_DISTANCE_PX)
+    return Clip(name, jpegs, np.array(truth), kinds, states, EYE_DISTANCE_PX)
 
 
 def pick_photos(folder: Path, count: int) -> list[Path]:
@@ -239,49 +244,49 @@ def run_mediapipe(clips: list[Clip], python: str, task: Path) -> list[np.ndarray
 
 # --- metrics ----------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ClipScores:
-    still_sq: np.ndarray       # squared normalised frame-to-frame motions on still frames (per point)
-    correlation: np.ndarray    # (2 * LAG_WINDOW + 1,) cross-correlation of motions, lags -W..W
-    motion_err: np.ndarray     # per-frame NME on motion frames
-    tracked: float             # share of frames with a face
-
-
-def score_clip(clip: Clip, points: np.ndarray) -> ClipScores:
-    """Jitter, lag correlation and error of one clip's (F, 68, 2) tracked points against the truth."""
-    kinds = np.array(clip.kinds)
-    frames = len(kinds)
-    norm = clip.eye_distance
-    ok = ~np.isnan(points).any(axis=(1, 2))
-    # still frames after SETTLE frames of their segment, with the previous frame tracked too
-    still = np.zeros(frames, bool)
+def still_frames(kinds: list[str]) -> np.ndarray:
+    """Frames of still segments after their first SETTLE frames."""
+    still = np.zeros(len(kinds), bool)
     run = 0
-    for i in range(frames):
-        run = run + 1 if kinds[i] == "still" else 0
+    for i, kind in enumerate(kinds):
+        run = run + 1 if kind == "still" else 0
         still[i] = run > SETTLE
-    step_ok = np.zeros(frames, bool)
-    step_ok[1:] = ok[1:] & ok[:-1]
-    diffs = np.zeros_like(points)
-    diffs[1:] = points[1:] - points[:-1]
-    sel = still & step_ok
-    still_sq = (np.sum(diffs[sel] ** 2, axis=2) / norm ** 2).ravel()
+    return still
 
-    true_v = np.zeros_like(clip.truth)
-    true_v[1:] = clip.truth[1:] - clip.truth[:-1]
-    motion = kinds != "still"
+
+MOTIONS = ("shift", "zoom", "rotate")
+
+
+def motion_window(kinds: list[str], kind: str | None = None) -> np.ndarray:
+    """Frames of motion segments (of ``kind``, or all) and the LAG_TAIL frames after each (where a late
+    filter still moves)."""
+    motion = np.array([k == kind if kind else k != "still" for k in kinds])
     window = motion.copy()
     for i in np.flatnonzero(motion):
         window[i:i + LAG_TAIL + 1] = True
-    tracked_v = np.where(step_ok[:, None, None], diffs, 0.0)
-    corr = np.zeros(2 * LAG_WINDOW + 1)
+    return window
+
+
+def steps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frame-to-frame differences (row 0 zero) and where both frames are valid (not NaN)."""
+    ok = ~np.isnan(values.reshape(len(values), -1)).any(axis=1)
+    diffs = np.zeros_like(values)
+    diffs[1:] = values[1:] - values[:-1]
+    step_ok = np.zeros(len(values), bool)
+    step_ok[1:] = ok[1:] & ok[:-1]
+    return np.where(step_ok.reshape((-1,) + (1,) * (values.ndim - 1)), diffs, 0.0), step_ok
+
+
+def motion_correlation(true_steps: np.ndarray, tracked_steps: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Cross-correlation sum_t true_steps[t] . tracked_steps[t + lag] over ``window``, lags -W..W."""
+    frames = len(true_steps)
     idx = np.flatnonzero(window)
+    corr = np.zeros(2 * LAG_WINDOW + 1)
     for j, lag in enumerate(range(-LAG_WINDOW, LAG_WINDOW + 1)):
         later = idx + lag
         inside = (later >= 1) & (later < frames)
-        corr[j] = np.sum(true_v[idx[inside]] * tracked_v[later[inside]]) / norm ** 2
-    motion_ok = motion & ok
-    err = np.linalg.norm(points[motion_ok] - clip.truth[motion_ok], axis=2).mean(axis=1) / norm
-    return ClipScores(still_sq, corr, err, float(ok.mean()))
+        corr[j] = np.sum(true_steps[idx[inside]] * tracked_steps[later[inside]])
+    return corr
 
 
 def peak_lag(corr: np.ndarray) -> float:
@@ -296,21 +301,114 @@ def peak_lag(corr: np.ndarray) -> float:
     return lag
 
 
+def _rms(parts: list[np.ndarray]) -> float:
+    values = np.concatenate(parts)
+    return math.sqrt(float(values.mean())) if values.size else math.nan
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    still_sq: np.ndarray       # squared normalised frame-to-frame motions of each point on still frames
+    correlation: dict          # motion kind (and "all") -> cross-correlation of true and tracked motion, lags -W..W
+    motion_err: np.ndarray     # per-frame NME on motion frames
+    tracked: float             # share of frames with a face
+
+
+def score_clip(clip: Clip, points: np.ndarray) -> ClipScores:
+    """Jitter, lag correlation and error of one clip's (F, 68, 2) tracked points against the truth."""
+    norm = clip.eye_distance
+    diffs, step_ok = steps(points)
+    sel = still_frames(clip.kinds) & step_ok
+    still_sq = (np.sum(diffs[sel] ** 2, axis=2) / norm ** 2).ravel()
+    true_steps, _ = steps(clip.truth)
+    corr = {kind: motion_correlation(true_steps, diffs, motion_window(clip.kinds, kind)) / norm ** 2
+            for kind in MOTIONS}
+    corr["all"] = sum(corr.values())
+    ok = ~np.isnan(points).any(axis=(1, 2))
+    motion_ok = np.array([k != "still" for k in clip.kinds]) & ok
+    err = np.linalg.norm(points[motion_ok] - clip.truth[motion_ok], axis=2).mean(axis=1) / norm
+    return ClipScores(still_sq, corr, err, float(ok.mean()))
+
+
 @dataclass(frozen=True)
 class Summary:
     jitter: float          # % of the eye-corner distance
-    lag: float             # frames
+    lags: dict             # frames, per motion kind and "all"
     motion_nme: float      # %
     tracked: float         # share of frames
 
+    @property
+    def worst_lag(self) -> float:
+        return max(self.lags[kind] for kind in MOTIONS)
+
 
 def summarise(scores: list[ClipScores]) -> Summary:
-    still = np.concatenate([s.still_sq for s in scores])
     errs = np.concatenate([s.motion_err for s in scores])
-    return Summary(100 * math.sqrt(still.mean()) if still.size else math.nan,
-                   peak_lag(np.sum([s.correlation for s in scores], axis=0)),
+    return Summary(100 * _rms([s.still_sq for s in scores]),
+                   {kind: peak_lag(np.sum([s.correlation[kind] for s in scores], axis=0))
+                    for kind in (*MOTIONS, "all")},
                    100 * float(errs.mean()) if errs.size else math.nan,
                    float(np.mean([s.tracked for s in scores])))
+
+
+@dataclass(frozen=True)
+class PoseScores:
+    rotation_sq: np.ndarray      # squared frame-to-frame rotation angles (degrees) on still frames
+    translation_sq: np.ndarray   # squared frame-to-frame translation steps over distance, still frames
+    roll_corr: np.ndarray        # cross-correlation of true and measured roll steps
+
+
+def score_pose(clip: Clip, poses: np.ndarray) -> PoseScores:
+    """Head pose steadiness at rest and roll lag in motion of one clip's (F, 7) poses."""
+    from facewire.tracker.pose import euler_from_rotation, rotation_from_quaternion
+    still = still_frames(clip.kinds)
+    _, step_ok = steps(poses)
+    sel = np.flatnonzero(still & step_ok)
+    q = poses[:, :4]
+    dots = np.abs(np.sum(q[sel] * q[sel - 1], axis=1)).clip(0, 1)
+    rotation_sq = np.degrees(2 * np.arccos(dots)) ** 2
+    t = poses[:, 4:]
+    translation_sq = np.sum((t[sel] - t[sel - 1]) ** 2, axis=1) / np.sum(t[sel] ** 2, axis=1)
+    roll = np.array([euler_from_rotation(rotation_from_quaternion(p[:4]))[2] if not np.isnan(p).any()
+                     else np.nan for p in poses])
+    roll_steps, _ = steps(roll)
+    true_steps, _ = steps(clip.states[:, 3])
+    corr = motion_correlation(true_steps, roll_steps, motion_window(clip.kinds, "rotate"))
+    return PoseScores(rotation_sq, translation_sq, corr)
+
+
+@dataclass(frozen=True)
+class PoseSummary:
+    rotation_jitter: float       # degrees, RMS frame-to-frame at rest
+    translation_jitter: float    # % of the distance, RMS frame-to-frame at rest
+    roll_lag: float              # frames
+
+
+def summarise_poses(scores: list[PoseScores]) -> PoseSummary:
+    return PoseSummary(_rms([s.rotation_sq for s in scores]), 100 * _rms([s.translation_sq for s in scores]),
+                       peak_lag(np.sum([s.roll_corr for s in scores], axis=0)))
+
+
+def poses_of(meshes: np.ndarray, estimator) -> np.ndarray:
+    """(F, 7) quaternion + translation of our head pose per mesh (NaN where no face)."""
+    out = np.full((len(meshes), 7), np.nan)
+    for i, mesh in enumerate(meshes):
+        if not np.isnan(mesh).any():
+            pose = estimator.estimate(mesh.astype(np.float32), FRAME_SIZE)
+            out[i] = np.concatenate([pose.quaternion, pose.translation])
+    return out
+
+
+def smooth_poses(poses: np.ndarray, config) -> np.ndarray:
+    from facewire.tracker.smoothing import FaceSmoother
+    smoother = FaceSmoother(config)
+    out = np.full_like(poses, np.nan)
+    for i, pose in enumerate(poses):
+        if np.isnan(pose).any():
+            smoother.reset(0)
+            continue
+        out[i] = smoother.apply(0, i / FPS, {"pose": pose})["pose"]
+    return out
 
 
 def evaluate(clips: list[Clip], meshes: list[np.ndarray], config) -> list[ClipScores]:
@@ -322,17 +420,25 @@ def evaluate(clips: list[Clip], meshes: list[np.ndarray], config) -> list[ClipSc
     return out
 
 
-def tune(clips: list[Clip], meshes: list[np.ndarray], max_lag: float, d_cutoff: float):
-    """The points setting with the lowest jitter on ``clips`` whose lag is at most ``max_lag`` frames."""
-    from facewire.tracker.smoothing import OneEuroParams, SmoothingConfig
+POINTS_GRID = ((0.05, 0.1, 0.2, 0.5, 1.0), (2.0, 3.0, 5.0, 7.0, 10.0, 20.0, 50.0), (1.0, 2.0, 4.0))
+POSE_GRID = ((0.05, 0.1, 0.2, 0.5, 1.0), (1.0, 2.0, 5.0, 10.0, 20.0, 50.0), (1.0, 2.0, 4.0))
+
+
+def tune(score, grid, max_lag: float):
+    """The (params, summary) with the lowest jitter whose lag is at most ``max_lag`` frames, and every row.
+
+    ``score(params)`` returns (jitter, lag, summary).
+    """
+    from facewire.tracker.smoothing import OneEuroParams
     best, rows = None, []
-    for min_cutoff in (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0):
-        for beta in (1.0, 3.0, 10.0, 30.0, 100.0, 300.0):
-            params = OneEuroParams(min_cutoff, beta, d_cutoff)
-            s = summarise(evaluate(clips, meshes, SmoothingConfig(points=params)))
-            rows.append((params, s))
-            if s.lag <= max_lag and (best is None or s.jitter < best[1].jitter):
-                best = (params, s)
+    for min_cutoff in grid[0]:
+        for beta in grid[1]:
+            for d_cutoff in grid[2]:
+                params = OneEuroParams(min_cutoff, beta, d_cutoff)
+                jitter, lag, summary = score(params)
+                rows.append((params, jitter, lag))
+                if lag <= max_lag and (best is None or jitter < best[1]):
+                    best = (params, jitter, lag)
     return best, rows
 
 
@@ -352,8 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jpeg-quality", type=int, default=80, help="JPEG quality of every frame")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the first clip (then +1 per clip)")
     p.add_argument("--tune", action="store_true",
-                   help="search the points filter's min_cutoff x beta on half of the clips (every other one)")
-    p.add_argument("--max-lag", type=float, default=0.8, help="with --tune: the largest lag (frames) to accept")
+                   help="search the points and pose filters' settings on half of the clips (every other one)")
+    p.add_argument("--max-lag", type=float, default=0.75,
+                   help="with --tune: the largest lag (frames) to accept, in every kind of motion")
     p.add_argument("--mediapipe-python", default=None,
                    help="python of a venv with mediapipe==0.10.14: also measure MediaPipe's FaceLandmarker")
     p.add_argument("--mediapipe-task", type=Path, default=None,
@@ -363,8 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _row(label: str, s: Summary) -> str:
-    return f"| {label} | {s.jitter:.3f} | {s.lag:+.2f} | {s.motion_nme:.2f} | {100 * s.tracked:.0f}% |"
+def _fmt(params) -> str:
+    return str(params)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--mediapipe-worker"]:        # runs in MediaPipe's Python, without facewire
         mediapipe_worker(argv[1], argv[2:])
         return 0
+    from dataclasses import replace
+
+    from facewire.tracker.pose import PoseEstimator
     from facewire.tracker.smoothing import SmoothingConfig, smoothing_config_from_args
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -386,61 +496,93 @@ def main(argv: list[str] | None = None) -> int:
     if not args.images.is_dir():
         print(f"error: {args.images} is not a folder of annotated photos", file=sys.stderr)
         return 2
+    config = smoothing_config_from_args(args)
+    if not config.enabled:
+        parser.error("--no-smoothing makes no sense here: the script always measures with and without")
     try:
         clips = build_clips(args.images, args.photos, args.noise, args.jpeg_quality, args.seed)
         meshes = [track_clip(c) for c in clips]
-        config = smoothing_config_from_args(args)
-        if not config.enabled:
-            config = SmoothingConfig()
-        results: dict[str, object] = {"clips": [c.name for c in clips], "frames_per_clip": len(clips[0].kinds)}
-        print(f"{len(clips)} clips of {len(clips[0].kinds)} frames at {FPS:g} fps, {FRAME_SIZE[0]}x{FRAME_SIZE[1]}, "
-              f"noise {args.noise:g}, JPEG {args.jpeg_quality}: {', '.join(c.name for c in clips)}")
-        halves = {"tune": clips[0::2], "check": clips[1::2], "all": clips}
-        mesh_halves = {"tune": meshes[0::2], "check": meshes[1::2], "all": meshes}
-        if args.tune:
-            (best, best_s), rows = tune(halves["tune"], mesh_halves["tune"], args.max_lag, config.points.d_cutoff)
-            print("\ntuning on the 'tune' half (points filter, d_cutoff "
-                  f"{config.points.d_cutoff:g}):\n| min_cutoff | beta | jitter % | lag frames |\n|---|---|---|---|")
-            for params, s in rows:
-                print(f"| {params.min_cutoff:g} | {params.beta:g} | {s.jitter:.3f} | {s.lag:+.2f} |")
-            if best is None:
-                print(f"no setting keeps the lag within {args.max_lag} frames; keeping the given one")
-            else:
-                print(f"chosen: min_cutoff {best.min_cutoff:g}, beta {best.beta:g} "
-                      f"(jitter {best_s.jitter:.3f}%, lag {best_s.lag:+.2f})")
-                config = SmoothingConfig(points=best)
-            results["tuning"] = [[p.min_cutoff, p.beta, s.jitter, s.lag] for p, s in rows]
-        mp_meshes = None
-        if args.mediapipe_python:
-            mp_meshes = run_mediapipe(clips, args.mediapipe_python, args.mediapipe_task)
-        p = config.points
-        label = f"Facewire + One Euro ({p.min_cutoff:g}, {p.beta:g}, {p.d_cutoff:g})"
-        print("\njitter at rest: RMS frame-to-frame motion of the 68 points on still segments, % of the "
-              "eye-corner distance;\nlag: frames the tracked motion trails the true motion (cross-correlation "
-              "peak); NME in motion: mean point error, %.")
-        for half in ("tune", "check", "all") if args.tune else ("all",):
-            raw = summarise(evaluate(halves[half], mesh_halves[half], None))
-            filt = summarise(evaluate(halves[half], mesh_halves[half], config))
-            print(f"\n{half} ({len(halves[half])} clips)\n| method | jitter at rest % | lag frames | "
-                  f"NME in motion % | frames tracked |\n|---|---|---|---|---|")
-            print(_row("Facewire, unfiltered", raw))
-            print(_row(label, filt))
-            entry = {"unfiltered": raw.__dict__, "filtered": filt.__dict__}
-            if mp_meshes is not None:
-                sel = slice(None) if half == "all" else slice(0 if half == "tune" else 1, None, 2)
-                mps = summarise([score_clip(c, to_68(m)) for c, m in zip(clips[sel], mp_meshes[sel])])
-                print(_row("MediaPipe FaceLandmarker (VIDEO mode)", mps))
-                entry["mediapipe"] = mps.__dict__
-            print(f"jitter: unfiltered / filtered = {raw.jitter / filt.jitter:.2f}x"
-                  + (f"; MediaPipe / filtered = {entry['mediapipe']['jitter'] / filt.jitter:.2f}x"
-                     if mp_meshes is not None else ""))
-            results[half] = entry
-        results["points_filter"] = [p.min_cutoff, p.beta, p.d_cutoff]
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
+        estimator = PoseEstimator()
+        poses = [poses_of(m, estimator) for m in meshes]
+        mp_meshes = run_mediapipe(clips, args.mediapipe_python, args.mediapipe_task) if args.mediapipe_python else None
     except MeasureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+    results: dict[str, object] = {"clips": [c.name for c in clips], "frames_per_clip": len(clips[0].kinds),
+                                  "noise": args.noise, "jpeg_quality": args.jpeg_quality}
+    print(f"{len(clips)} clips of {len(clips[0].kinds)} frames at {FPS:g} fps, {FRAME_SIZE[0]}x{FRAME_SIZE[1]}, "
+          f"noise {args.noise:g}, JPEG {args.jpeg_quality}: {', '.join(c.name for c in clips)}")
+    halves = {"tune": slice(0, None, 2), "check": slice(1, None, 2), "all": slice(None)}
+    if args.tune:
+        sel = halves["tune"]
+
+        def points_score(params):
+            s = summarise(evaluate(clips[sel], meshes[sel], SmoothingConfig(points=params)))
+            return s.jitter, s.worst_lag, s
+
+        def pose_score(params):
+            s = summarise_poses([score_pose(c, smooth_poses(p, SmoothingConfig(pose=params)))
+                                 for c, p in zip(clips[sel], poses[sel])])
+            return s.rotation_jitter, s.roll_lag, s
+
+        for group, score, grid, unit in (("points", points_score, POINTS_GRID, "jitter %"),
+                                         ("pose", pose_score, POSE_GRID, "rotation jitter deg")):
+            best, rows = tune(score, grid, args.max_lag)
+            print(f"\ntuning the {group} filter on the 'tune' half (lowest jitter with lag <= {args.max_lag}):")
+            print(f"| min_cutoff,beta,d_cutoff | {unit} | lag frames |\n|---|---|---|")
+            for params, jitter, lag in rows:
+                print(f"| {_fmt(params)} | {jitter:.3f} | {lag:+.2f} |")
+            if best is None:
+                print(f"no setting keeps the lag within {args.max_lag} frames; keeping {_fmt(config.params(group))}")
+            else:
+                print(f"chosen for {group}: {_fmt(best[0])} (jitter {best[1]:.3f}, lag {best[2]:+.2f})")
+                config = replace(config, **{group: best[0]})
+            results[f"tuning_{group}"] = [[p.min_cutoff, p.beta, p.d_cutoff, j, lag] for p, j, lag in rows]
+
+    print("\nLandmarks. jitter at rest: RMS frame-to-frame motion of the 68 points on still segments, % of the "
+          "eye-corner distance;\nlag: frames the tracked motion trails the true motion (cross-correlation "
+          "peak), per kind of motion and over all;\nNME in motion: mean point error on the motion segments, %.")
+    for half in ("tune", "check", "all") if args.tune else ("all",):
+        sel = halves[half]
+        raw = summarise(evaluate(clips[sel], meshes[sel], None))
+        filt = summarise(evaluate(clips[sel], meshes[sel], config))
+        print(f"\n{half} ({len(clips[sel])} clips)\n| method | jitter at rest % | lag: shift | zoom | rotation "
+              f"| all | NME in motion % | frames tracked |\n|---|---|---|---|---|---|---|---|")
+        rows = {"Facewire, unfiltered": raw, f"Facewire + One Euro {_fmt(config.points)}": filt}
+        if mp_meshes is not None:
+            rows["MediaPipe FaceLandmarker (VIDEO mode)"] = summarise(
+                [score_clip(c, to_68(m)) for c, m in zip(clips[sel], mp_meshes[sel])])
+        for label, s in rows.items():
+            lags = " | ".join(f"{s.lags[k]:+.2f}" for k in (*MOTIONS, "all"))
+            print(f"| {label} | {s.jitter:.3f} | {lags} | {s.motion_nme:.2f} | {100 * s.tracked:.0f}% |")
+        line = f"jitter: unfiltered / filtered = {raw.jitter / filt.jitter:.2f}x"
+        if mp_meshes is not None:
+            line += f"; MediaPipe / filtered = {rows['MediaPipe FaceLandmarker (VIDEO mode)'].jitter / filt.jitter:.2f}x"
+        print(line)
+        results[f"points_{half}"] = {label: s.__dict__ for label, s in rows.items()}
+
+    print("\nHead pose (ours, from the mesh). rotation / translation jitter at rest: RMS frame-to-frame "
+          "rotation angle (degrees) / step over distance (%);\nroll lag: frames the measured roll trails "
+          "the true in-plane rotation.")
+    for half in ("tune", "check", "all") if args.tune else ("all",):
+        sel = halves[half]
+        rows = {
+            "unfiltered": summarise_poses([score_pose(c, p) for c, p in zip(clips[sel], poses[sel])]),
+            f"pose filter {_fmt(config.pose)}": summarise_poses(
+                [score_pose(c, smooth_poses(p, config)) for c, p in zip(clips[sel], poses[sel])]),
+            f"from points smoothed {_fmt(config.points)}": summarise_poses(
+                [score_pose(c, poses_of(smooth_meshes(m, config), estimator)) for c, m in zip(clips[sel], meshes[sel])]),
+        }
+        print(f"\n{half} ({len(clips[sel])} clips)\n| pose | rotation jitter deg | translation jitter % | "
+              f"roll lag frames |\n|---|---|---|---|")
+        for label, s in rows.items():
+            print(f"| {label} | {s.rotation_jitter:.3f} | {s.translation_jitter:.3f} | {s.roll_lag:+.2f} |")
+        results[f"pose_{half}"] = {label: s.__dict__ for label, s in rows.items()}
+    results["config"] = {group: list(_fmt(config.params(group)).split(",")) for group in
+                         ("points", "pose", "blendshapes", "gaze")}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
     return 0
 
 
