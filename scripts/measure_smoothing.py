@@ -501,10 +501,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--no-smoothing makes no sense here: the script always measures with and without")
     try:
         clips = build_clips(args.images, args.photos, args.noise, args.jpeg_quality, args.seed)
+        mp_meshes = run_mediapipe(clips, args.mediapipe_python, args.mediapipe_task) if args.mediapipe_python else None
         meshes = [track_clip(c) for c in clips]
         estimator = PoseEstimator()
         poses = [poses_of(m, estimator) for m in meshes]
-        mp_meshes = run_mediapipe(clips, args.mediapipe_python, args.mediapipe_task) if args.mediapipe_python else None
     except MeasureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
