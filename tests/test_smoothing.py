@@ -106,6 +106,10 @@ def test_reset_and_a_new_shape_start_afresh():
     assert not filt.started
     assert np.array_equal(filt(1.0, np.full(3, 7.0)), np.full(3, 7.0))
     assert np.array_equal(filt(1.1, np.full(4, -2.0)), np.full(4, -2.0))
+    filt.replace_value(np.full(4, 3.0))            # e.g. a renormalised quaternion: filtering goes on from it
+    assert np.all(filt(1.2, np.full(4, 3.0)) == 3.0)
+    with pytest.raises(ValueError, match="shape"):
+        filt.replace_value(np.zeros(2))
 
 
 def test_rows_share_one_cutoff_from_the_vector_speed():

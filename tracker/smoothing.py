@@ -152,6 +152,12 @@ class OneEuroFilter:
     def reset(self) -> None:
         self._t = self._x = self._dx = None
 
+    def replace_value(self, x: np.ndarray) -> None:
+        """Replace the latest output (say, renormalised or wrapped); the next sample is filtered from it."""
+        if self._x is None or np.shape(x) != self._x.shape:
+            raise ValueError("replace_value needs a started filter and an array of its shape")
+        self._x = np.array(x, np.float64)
+
     def __call__(self, t: float, x: np.ndarray, scale: float = 1.0) -> np.ndarray:
         """Filter sample ``x`` taken at ``t`` seconds; returns a new float64 array.
 
@@ -213,7 +219,7 @@ class _PoseFilter:
         # |dq/dt| is half the angular speed for small steps, so scale 0.5 gives rad/s.
         q_out = self._rotation(t, q, scale=0.5)
         q_out /= np.linalg.norm(q_out)
-        self._rotation._x = q_out.copy()   # keep the state on the unit sphere
+        self._rotation.replace_value(q_out)   # keep the state on the unit sphere
         translation = pose[4:].astype(np.float64)
         distance = float(np.linalg.norm(translation))
         t_out = self._translation(t, translation, scale=distance if distance > 0 else 1.0)
@@ -237,7 +243,7 @@ class _AngleFilter:
             a = previous + (a - previous + 180.0) % 360.0 - 180.0
         out = self._filter(t, a, scale=180.0 / math.pi)
         wrapped = (out + 180.0) % 360.0 - 180.0
-        self._filter._x = wrapped.copy()   # state stays near [-180, 180) so it cannot drift off
+        self._filter.replace_value(wrapped)   # the state stays in [-180, 180), it cannot wind up
         return wrapped
 
 
