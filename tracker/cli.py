@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("track", help="the tracking daemon (same as the facetracker command)", add_help=False)
     p.set_defaults(func=None)
 
+    from .offline.dataset_cli import add_dataset_command
+    add_dataset_command(sub)
+
     from facewire.client.commands import add_client_commands
     add_client_commands(sub)     # monitor, calibrate, expressions: the client side, no tracker needed
     return parser
