@@ -210,6 +210,7 @@ def label_video(video: str | Path, out_dir: str | Path, options: DatasetOptions 
             "uncertainty_jitter": asdict(JitterConfig()) if options.uncertainty else None,
             "versions": _versions(), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     arrays["metadata"] = np.array(json.dumps(meta))
+    out_dir.mkdir(parents=True, exist_ok=True)    # on a cluster worker the folder may not exist yet
     write_atomically(target, arrays)
     return VideoResult(str(video), str(target), index, kept, dropped, time.perf_counter() - start)
 
