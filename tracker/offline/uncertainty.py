@@ -65,3 +65,49 @@ def point_uncertainty(image: np.ndarray, roi: Roi, landmarker: Landmarker,
     meshes = np.stack([landmarker(image, r).points for r in jittered_rois(roi, config)])
     ibug = np.stack([to_ibug68(m) for m in meshes])
     return PointUncertainty(spread(meshes), spread(ibug), config.crops)
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a 1-D array, ties sharing their mean rank."""
+    v = np.asarray(values, np.float64).ravel()
+    order = np.argsort(v, kind="mergesort")
+    r = np.empty(len(v), np.float64)
+    r[order] = np.arange(1, len(v) + 1)
+    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=r)
+    return (sums / counts)[inverse]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the ranks (ties averaged)."""
+    ra, rb = ranks(a), ranks(b)
+    if len(ra) != len(rb) or len(ra) < 2:
+        raise ValueError("rank correlation needs two arrays of the same length, at least 2")
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denom = math.sqrt(float((ra ** 2).sum() * (rb ** 2).sum()))
+    return float((ra * rb).sum() / denom) if denom > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class FaceUncertainty:
+    """``PointUncertainty`` of one analysed face, with its summaries for the command line."""
+
+    points: PointUncertainty
+
+    def summary(self) -> str:
+        u68 = self.points.ibug68
+        return (f"uncertainty (68 points, px): median {np.median(u68):.2f}, max {u68.max():.2f} "
+                f"at point {int(u68.argmax())}")
+
+    def as_json(self) -> dict[str, object]:
+        return {"crops": self.points.crops,
+                "ibug68": np.round(self.points.ibug68.astype(np.float64), 3).tolist(),
+                "mesh": np.round(self.points.mesh.astype(np.float64), 3).tolist()}
+
+
+def face_uncertainty(image: np.ndarray, face, landmarker: Landmarker,
+                     config: JitterConfig = JitterConfig()) -> FaceUncertainty:
+    """Uncertainty of an analysed ``Face`` (``facewire analyze --uncertainty``)."""
+    from ..landmarks import roi_from_landmarks
+    return FaceUncertainty(point_uncertainty(image, roi_from_landmarks(face.landmarks), landmarker, config))
