@@ -194,3 +194,14 @@ def test_options_are_checked():
         DatasetOptions(size=2)
     with pytest.raises(ValueError, match="--max-frames"):
         DatasetOptions(max_frames=0)
+
+
+def test_compressed_files_hold_the_same_arrays(clip, tmp_path):
+    plain = label_video(clip, tmp_path / "plain", DatasetOptions(max_frames=4, crop=True))
+    packed = label_video(clip, tmp_path / "packed", DatasetOptions(max_frames=4, crop=True, compress=True))
+    assert os.path.getsize(packed.output) < 0.8 * os.path.getsize(plain.output)
+    with np.load(plain.output) as a, np.load(packed.output) as b:
+        assert a.files == b.files
+        for key in a.files:
+            if key != "metadata":
+                assert np.array_equal(a[key], b[key]), key

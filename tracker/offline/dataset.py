@@ -66,6 +66,7 @@ class DatasetOptions:
     mesh: bool = False                 # store the 478 points
     uncertainty: bool = False          # store per-point uncertainty (8 extra mesh runs per frame)
     overwrite: bool = False
+    compress: bool = False             # zip-deflate the arrays (smaller files, slower writes)
 
     def __post_init__(self) -> None:
         if self.size is not None and self.size < 8:
@@ -204,14 +205,14 @@ def label_video(video: str | Path, out_dir: str | Path, options: DatasetOptions 
     arrays = {k: np.stack(v) for k, v in columns.items() if v}
     meta = {"format_version": FORMAT_VERSION, "source": str(video), "source_name": video.name,
             "frames_read": index, "frames_kept": kept, "dropped": dropped,
-            "options": {k: v for k, v in asdict(options).items() if k != "overwrite"},
+            "options": {k: v for k, v in asdict(options).items() if k not in ("overwrite", "compress")},
             "image_size": [int(arrays["colorImages"].shape[2]), int(arrays["colorImages"].shape[1])],
             "tracker": {"mesh": "attention", "max_faces": 1},
             "uncertainty_jitter": asdict(JitterConfig()) if options.uncertainty else None,
             "versions": _versions(), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     arrays["metadata"] = np.array(json.dumps(meta))
     out_dir.mkdir(parents=True, exist_ok=True)    # on a cluster worker the folder may not exist yet
-    write_atomically(target, arrays)
+    write_atomically(target, arrays, options.compress)
     return VideoResult(str(video), str(target), index, kept, dropped, time.perf_counter() - start)
 
 
@@ -249,12 +250,12 @@ def _label_frame(frame: np.ndarray, face, landmarker: Landmarker, pose_estimator
     return labels
 
 
-def write_atomically(target: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_atomically(target: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> None:
     """Write the .npz under a temporary name in the same folder, then rename it into place."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            (np.savez_compressed if compress else np.savez)(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)

@@ -36,6 +36,8 @@ def add_dataset_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--uncertainty", action="store_true",
                    help="also store per-point uncertainty in pixels (uncertainty68, uncertainty478; "
                         "8 extra mesh runs per frame)")
+    p.add_argument("--compress", action="store_true",
+                   help="deflate the arrays (np.savez_compressed): smaller files, slower to write and read")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose file exists")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes (default 1)")
     p.add_argument("--scheduler", metavar="tcp://HOST:8786",
@@ -62,7 +64,8 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
     try:
         options = DatasetOptions(crop=args.crop, size=args.size, max_frames=args.max_frames, mesh=args.mesh,
-                                 uncertainty=args.uncertainty, overwrite=args.overwrite)
+                                 uncertainty=args.uncertainty, overwrite=args.overwrite,
+                                 compress=args.compress)
         if args.workers < 1:
             raise ValueError(f"--workers must be at least 1, not {args.workers}")
         names = [output_path(v, args.out) for v in args.videos]
