@@ -87,7 +87,8 @@ def test_dask_cluster_of_two_workers(videos, tmp_path):
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         seen = []
-        report = run_dask([*videos, junk], tmp_path / "out", DatasetOptions(max_frames=FRAMES), client, seen.append)
+        report = run_dask([*videos, junk], tmp_path / "out", DatasetOptions(max_frames=FRAMES), client, seen.append,
+                          max_pending=2)     # the third video waits for a free slot
         workers_used = set(client.run(os.getpid).values())
     assert len(workers_used) == 2
     assert sorted(os.path.basename(r.video) for r in report.results) == sorted(v.name for v in videos)

@@ -11,6 +11,7 @@ import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
@@ -138,11 +139,19 @@ def connect(address: str):
 
 
 def run_dask(videos: list[Path], out_dir: Path, options: DatasetOptions, client,
-             progress: ProgressFn | None = None) -> RunReport:
-    """Label the videos as tasks on a Dask cluster through ``client`` (a ``distributed.Client``)."""
+             progress: ProgressFn | None = None, max_pending: int = 1000) -> RunReport:
+    """Label the videos as tasks on a Dask cluster through ``client`` (a ``distributed.Client``).
+
+    At most ``max_pending`` tasks are submitted at a time, so a million videos never sit in the
+    scheduler (or this process) at once.
+    """
     from distributed import as_completed
 
+    if max_pending < 1:
+        raise ValueError(f"max_pending must be at least 1, not {max_pending}")
     book = _Bookkeeper(len(videos), progress)
+    futures: dict[str, str] = {}
+    waiting = iter([str(v) for v in videos])
 
     def submit(video: str, attempt: int):
         future = client.submit(label_video, video, str(out_dir), options, pure=False,
@@ -150,8 +159,7 @@ def run_dask(videos: list[Path], out_dir: Path, options: DatasetOptions, client,
         futures[future.key] = video
         return future
 
-    futures: dict[str, str] = {}
-    queue = as_completed([submit(str(v), 0) for v in videos])
+    queue = as_completed([submit(v, 0) for v in islice(waiting, max_pending)])
     for future in queue:
         video = futures.pop(future.key)
         try:
@@ -161,5 +169,9 @@ def run_dask(videos: list[Path], out_dir: Path, options: DatasetOptions, client,
                 queue.add(submit(video, book.attempts[video]))
         finally:
             future.release()
+        if len(futures) < max_pending:
+            following = next(waiting, None)
+            if following is not None:
+                queue.add(submit(following, 0))
     book.report.elapsed = time.perf_counter() - book.start
     return book.report
