@@ -2,7 +2,8 @@
 
 Topology and texture coordinates are MediaPipe's canonical face (``models/canonical_face.npz``:
 ``vertices`` (468, 3), ``uv`` (468, 2), ``triangles`` (898, 3), extracted from the Face Landmarker
-bundle's geometry data). The vertex positions are the face's own landmarks. The OBJ's texture is the
+bundle's geometry data); that topology closes the eyes and the mouth with triangles, so its only border
+is the face oval (36 vertices). The vertex positions are the face's own landmarks. The OBJ's texture is the
 photo unwrapped into the canonical UV layout: every texture pixel inside a triangle takes the image
 pixel at the same barycentric position in that triangle of the face, so the PNG is a flat face atlas
 that any UV-mapped canonical-face asset can reuse. The PLY carries the image colour under each vertex.
