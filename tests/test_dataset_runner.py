@@ -80,6 +80,16 @@ def test_local_runner_counts(videos, tmp_path):
     assert seen[-1].done == 1 and seen[-1].frames == 5 and seen[-1].frames_per_second > 0
 
 
+def test_progress_while_a_video_runs(videos, tmp_path):
+    """Running videos report frames in batches of 25, so progress moves before any video finishes."""
+    seen = []
+    report = run_local(videos[:1], tmp_path, DatasetOptions(max_frames=120), 1, seen.append, every=1e-6)
+    running = [p for p in seen if p.last is None]
+    assert running and all(p.done == 0 for p in running)
+    assert any(0 < p.frames < 120 and p.frames % 25 == 0 for p in running)
+    assert seen[-1].last is report.results[0] and seen[-1].frames == 120
+
+
 def test_dask_cluster_of_two_workers(videos, tmp_path):
     distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
     junk = tmp_path / "junk.mp4"

@@ -34,6 +34,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DEFAULT_CROP_SIZE = 256
 DEFAULT_CROP_SCALE = 1.5     # crop side = this x the longer side of the face's box
+REPORT_EVERY = 25            # frames between progress reports from a running video
 
 
 class DatasetError(ValueError):
@@ -155,9 +157,12 @@ def _open_video(video: Path) -> cv2.VideoCapture:
     return cap
 
 
-def label_video(video: str | Path, out_dir: str | Path, options: DatasetOptions = DatasetOptions()) -> VideoResult:
+def label_video(video: str | Path, out_dir: str | Path, options: DatasetOptions = DatasetOptions(),
+                report_frames: Callable[[int], None] | None = None) -> VideoResult:
     """Track the face through ``video`` and write ``out_dir/STEM.npz``; the unit of work of a dataset run.
 
+    ``report_frames(n)`` (optional, picklable) hears every ``REPORT_EVERY`` frames how many frames were
+    read since its last call, so a driver can show frames per second while long videos run.
     Raises ``DatasetError`` for an unreadable video or one without a usable face; OSError when the file
     cannot be written. A finished file is skipped unless ``options.overwrite``.
     """
@@ -182,6 +187,8 @@ def label_video(video: str | Path, out_dir: str | Path, options: DatasetOptions 
                 break
             faces = tracker.update(frame)
             index += 1
+            if report_frames is not None and index % REPORT_EVERY == 0:
+                report_frames(REPORT_EVERY)
             if not faces:
                 dropped["no_face"] += 1
                 continue
@@ -196,6 +203,8 @@ def label_video(video: str | Path, out_dir: str | Path, options: DatasetOptions 
             columns["frameNumbers"].append(np.int32(index - 1))
     finally:
         cap.release()
+        if report_frames is not None and index % REPORT_EVERY:
+            report_frames(index % REPORT_EVERY)
     if index == 0:
         raise DatasetError(f"no frame of {video} could be decoded")
     kept = len(columns["frameNumbers"])

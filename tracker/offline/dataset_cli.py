@@ -48,13 +48,15 @@ def add_dataset_command(sub: argparse._SubParsersAction) -> None:
 def _print_progress(p) -> None:
     from .dataset import VideoResult
     last = p.last
-    if isinstance(last, VideoResult):
+    if last is None:
+        what, name = "running", ""
+    elif isinstance(last, VideoResult):
         what = "exists, skipped" if last.skipped else (
             f"{last.kept} frames kept, {sum(last.dropped.values())} dropped")
         name = Path(last.video).name
     else:
         what, name = "FAILED", Path(last.video).name
-    print(f"[{p.done}/{p.total}] {name}: {what} | {p.frames_per_second:.1f} frames/s, "
+    print(f"[{p.done}/{p.total}] {name + ': ' if name else ''}{what} | {p.frames} frames, {p.frames_per_second:.1f} frames/s, "
           f"{p.videos_per_minute:.2f} videos/min over all workers", file=sys.stderr, flush=True)
 
 
