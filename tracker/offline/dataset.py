@@ -12,7 +12,8 @@ File format (all arrays indexed by kept frame; pixel coordinates are zero-based,
                   the top-left (x0,y0), (x1,y0), (x1,y1), (x0,y1)
 ``landmarks2D``   (N, 68, 2) float32: the iBUG 68 points (image-left first as in the iBUG markup)
 ``landmarks3D``   (N, 68, 3) float32: x, y as landmarks2D; z is the mesh's depth mapped like x and y,
-                  in the same pixel scale, relative to the face's centre, negative nearer the camera
+                  in the same pixel scale, negative nearer the camera; the model's origin is the mesh's
+                  mean depth (z averages about 0 over the 468 vertices)
 ``headPose``      (N, 3) float32: yaw, pitch, roll in degrees (README convention: yaw > 0 face turned to
                   the subject's left, pitch > 0 chin up, roll > 0 head tilted to the subject's left shoulder)
 ``gazeVector``    (N, 3, 3) float32: unit vectors (x right, y down, z away from the camera) for the
