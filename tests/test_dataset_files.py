@@ -205,3 +205,22 @@ def test_compressed_files_hold_the_same_arrays(clip, tmp_path):
         for key in a.files:
             if key != "metadata":
                 assert np.array_equal(a[key], b[key]), key
+
+
+def test_frames_whose_labels_fail_are_dropped_and_counted(clip, tmp_path, monkeypatch):
+    import facewire.tracker.offline.dataset as dataset
+    real = dataset.gaze_vectors
+    calls = []
+
+    def every_third_fails(points, rotation):
+        calls.append(1)
+        if len(calls) % 3 == 0:
+            raise ValueError("gaze failed")
+        return real(points, rotation)
+
+    monkeypatch.setattr(dataset, "gaze_vectors", every_third_fails)
+    result = label_video(clip, tmp_path, DatasetOptions(max_frames=9))
+    assert result.dropped == {"no_face": 0, "label_failed": 3} and result.kept == 6
+    with np.load(result.output) as d:
+        assert d["frameNumbers"].tolist() == [0, 1, 3, 4, 6, 7]
+        assert json.loads(str(d["metadata"]))["dropped"]["label_failed"] == 3
