@@ -44,7 +44,7 @@ from ..ibug68 import default_mapping
 from ..landmarks import Landmarker, roi_from_landmarks
 from ..pose import PoseError, PoseEstimator
 from ..runtime import models_dir
-from ..tracking import FaceTracker, TrackingConfig
+from ..tracking import FaceTracker, TrackedFace, TrackingConfig
 from .gaze import gaze_vectors
 from .uncertainty import JitterConfig, point_uncertainty
 
@@ -226,7 +226,7 @@ def label_video(video: str | Path, out_dir: str | Path, options: DatasetOptions 
     return VideoResult(str(video), str(target), index, kept, dropped, time.perf_counter() - start)
 
 
-def _label_frame(frame: np.ndarray, face, landmarker: Landmarker, pose_estimator: PoseEstimator,
+def _label_frame(frame: np.ndarray, face: TrackedFace, landmarker: Landmarker, pose_estimator: PoseEstimator,
                  options: DatasetOptions) -> dict[str, np.ndarray]:
     mesh = face.mesh.points
     if not np.isfinite(mesh).all():
