@@ -172,3 +172,5 @@ def test_cli_mesh_out_errors(tmp_path, capsys):
     if not HAS_CANONICAL:
         assert main(["analyze", image, "--mesh-out", str(tmp_path / "face.obj")]) == 2
         assert not (tmp_path / "face.obj").exists()
+        with pytest.raises(MeshExportError, match="canonical face .*canonical_face.npz, which is missing"):
+            CanonicalFace.load()

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..runtime import ModelError, load_data_file
+from ..runtime import ModelError, load_data_file, models_dir
 
 CANONICAL_FILE = "canonical_face.npz"
 VERTICES = 468
@@ -57,8 +57,9 @@ class CanonicalFace:
     def load(cls) -> "CanonicalFace":
         try:
             data = load_data_file(CANONICAL_FILE)
-        except ModelError as exc:
-            raise MeshExportError(f"--mesh-out needs MediaPipe's canonical face topology: {exc}") from None
+        except ModelError:
+            raise MeshExportError(f"--mesh-out needs MediaPipe's canonical face (triangles and texture "
+                                  f"coordinates) in {models_dir() / CANONICAL_FILE}, which is missing") from None
         return cls.from_arrays(data)
 
 
