@@ -84,10 +84,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .drawing import draw_face
 
     image = load_image(args.image)
-    faces = FaceAnalyzer(_analyzer_config(args)).analyze(image)
+    analyzer = FaceAnalyzer(_analyzer_config(args))
+    faces = analyzer.analyze(image)
+    uncertainty = []
+    if args.uncertainty:
+        from .offline.uncertainty import face_uncertainty
+        uncertainty = [face_uncertainty(image, f, analyzer.landmarker) for f in faces]
     if args.json:
         doc = {"image": str(args.image), "width": image.shape[1], "height": image.shape[0],
                "faces": [_face_json(f) for f in faces]}
+        for face_doc, u in zip(doc["faces"], uncertainty):
+            face_doc["uncertainty_px"] = u.as_json()
         print(json.dumps(doc))
     else:
         print(f"{args.image}: {len(faces)} face(s)")
@@ -96,6 +103,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             print(f"  face {i}: box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}) score {f.detection_score:.2f} "
                   f"presence {f.presence:.2f}  yaw {f.pose.yaw:+.1f} pitch {f.pose.pitch:+.1f} "
                   f"roll {f.pose.roll:+.1f} deg  distance {f.pose.translation[2] / 10:.0f} cm")
+            if uncertainty:
+                print(f"          {uncertainty[i].summary()}")
+    if args.mesh_out and faces:
+        from .offline.mesh_export import MeshExportError, export_mesh
+        try:
+            written = export_mesh(args.mesh_out, image, faces[0].landmarks)
+        except MeshExportError as exc:
+            log.error("%s", exc)
+            return EXIT_BAD_INPUT
+        log.info("wrote %s", ", ".join(map(str, written)))
     if args.draw:
         canvas = image.copy()
         for i, f in enumerate(faces):
@@ -162,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", type=Path, help="image file (jpg, png, ...)")
     p.add_argument("--json", action="store_true", help="print every result as one JSON document")
     p.add_argument("--draw", type=Path, metavar="OUT.png", help="also write a picture with the results drawn on it")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="per-point uncertainty in pixels: the spread of each point over 8 jittered crops "
+                        "(8 extra mesh runs per face)")
+    p.add_argument("--mesh-out", type=Path, metavar="FACE.obj|FACE.ply",
+                   help="write the first face's 468-point mesh with MediaPipe's canonical triangles: .obj with "
+                        ".mtl and texture PNG beside it, or .ply with per-vertex colour")
     _add_analysis_options(p)
     p.set_defaults(func=cmd_analyze)
 
@@ -185,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval_pose)
     p = sub.add_parser("track", help="the tracking daemon (same as the facetracker command)", add_help=False)
     p.set_defaults(func=None)
+
+    from .offline.dataset_cli import add_dataset_command
+    add_dataset_command(sub)
 
     from facewire.client.commands import add_client_commands
     add_client_commands(sub)     # monitor, calibrate, expressions, keys: the client side, no tracker needed

@@ -1,0 +1,1 @@
+"""Offline tools: work on recorded videos and photos rather than a live camera."""
