@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -116,6 +117,26 @@ def pin_to_one_core() -> int | None:
     return core
 
 
+def processor_description() -> str:
+    """The processor and the vector extensions onnxruntime can use: figures only mean something with it.
+
+    Our machines differ (some have AVX-512, some only AVX2), and absolute times differ with them;
+    the ratio to MediaPipe measured in the same run is what carries across machines.
+    """
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2" if flags else "unknown"
+    return f"{name}, {vector}, {os.cpu_count()} logical cores"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("video", type=Path)
@@ -134,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     h, w = frames[0].shape[:2]
     core = None if args.no_pin else pin_to_one_core()
     where = f"pinned to core {core}" if core is not None else "not pinned to a core"
+    print(f"processor: {processor_description()}")
     print(f"{args.video.name}: {len(frames)} frames of {w}x{h}, decoded into memory; one thread, {where}\n")
     stages = time_stages(frames)
     end_to_end = time_end_to_end(frames, repeat=args.repeat)

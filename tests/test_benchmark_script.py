@@ -19,6 +19,8 @@ def test_benchmark_prints_every_stage_and_the_end_to_end_rate():
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "40 frames of 400x300" in out
+    processor = re.search(r"^processor: (.+), (AVX-512|AVX2|no AVX2|unknown), (\d+) logical cores$", out, re.MULTILINE)
+    assert processor and processor.group(1).strip(), f"the run must name its processor:\n{out}"
     for stage in STAGES:
         row = re.search(rf"^{re.escape(stage)}\s+([0-9.]+)\s+([0-9.]+)$", out, re.MULTILINE)
         assert row, f"no row for {stage!r} in:\n{out}"
