@@ -2,6 +2,7 @@
 no work without a page, a stalled page, and requests another site or a rebound host name would make."""
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
@@ -103,8 +104,8 @@ def test_face_payload_is_the_run_in_pixels_and_degrees():
     frame = video_frames()[10]
     face = frame.faces[0]
     p = face_payload(face)
-    points = np.array(p["points"]).reshape(-1, 2)
-    assert points.shape == (478, 2) and np.abs(points - face.mesh[:, :2]).max() <= 0.051
+    points = np.frombuffer(base64.b64decode(p["points"]), "<f4").reshape(-1, 2)
+    assert points.shape == (478, 2) and np.abs(points - face.mesh[:, :2]).max() < 1e-4
     right, left = p["irises"]
     assert right[:2] == pytest.approx(face.mesh[468, :2], abs=0.051) and 1 < right[2] < 15
     assert left[:2] == pytest.approx(face.mesh[473, :2], abs=0.051)

@@ -300,8 +300,15 @@ function line(x0, y0, x1, y1, colour, k, width) {
   ctx.stroke();
 }
 
+// base64 of little-endian float32 x, y pairs -> Float32Array (decoded once per message)
+function unpackPoints(text) {
+  const bytes = Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  return new Float32Array(bytes.buffer);
+}
+
 function drawFace(f, k) {
   ctx.fillStyle = "#35f08f";
+  if (typeof f.points === "string") f.points = unpackPoints(f.points);
   const p = f.points;
   for (let i = 0; i < p.length; i += 2) ctx.fillRect(p[i] * k - 0.75, p[i + 1] * k - 0.75, 1.5, 1.5);
   ctx.strokeStyle = "#20e0ff";
