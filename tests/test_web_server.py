@@ -264,3 +264,10 @@ def test_view_only_page_gets_no_image_and_no_control():
             dashboard.publish(frames[4], np.zeros((300, 400, 3), np.uint8), DashboardStats())
             assert len(_receive_until(ws, "frame")["_jpeg"]) > 100
         assert controls.state.paused
+
+
+def test_without_websockets_the_message_says_what_to_install(monkeypatch):
+    from facewire.tracker.web import WebUnavailableError, server
+    monkeypatch.setattr(server, "serve", None)
+    with pytest.raises(WebUnavailableError, match=r"pip install 'facewire\[web\]'"):
+        Dashboard("127.0.0.1", 0)

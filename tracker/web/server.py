@@ -191,6 +191,7 @@ class Dashboard:
         if self._loop is not None and self._stop is not None and self._thread and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(5.0)
+        self._page_count = self._image_pages = 0      # publish is a no-op from now on
 
     def __enter__(self) -> "Dashboard":
         self.start()

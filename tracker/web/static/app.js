@@ -155,6 +155,12 @@ function showControls(state) {
 }
 
 function frame(message, withImage) {
+  // A frame with an image waits for its JPEG to decode, so a newer text frame can overtake it: then
+  // only its picture is still news.
+  if (lastFrame && message.frame < lastFrame.frame) {
+    if (withImage) draw();
+    return;
+  }
   debug.frames++;
   debug.lastFrame = message.frame;
   lastFrame = message;
