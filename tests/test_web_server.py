@@ -63,12 +63,13 @@ def test_bad_control_changes_name_the_problem_and_change_nothing(changes, messag
 @pytest.mark.parametrize("text, expected", [
     ("", ("127.0.0.1", 8765)), ("9000", ("127.0.0.1", 9000)), ("0.0.0.0:8765", ("0.0.0.0", 8765)),
     ("192.168.1.20", ("192.168.1.20", 8765)), ("[::1]:8800", ("::1", 8800)), ("localhost:80", ("localhost", 80)),
+    ("0", ("127.0.0.1", 0)), ("127.0.0.1:0", ("127.0.0.1", 0)),
 ])
 def test_web_addresses(text, expected):
     assert parse_web_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["host:port", "1.2.3.4:99999", "1.2.3.4:0", "a/b", "0"])
+@pytest.mark.parametrize("text", ["host:port", "1.2.3.4:99999", "1.2.3.4:-1", "a/b", "70000", "h:1?x=1"])
 def test_bad_web_addresses(text):
     with pytest.raises(WebAddressError, match="--web"):
         parse_web_address(text)

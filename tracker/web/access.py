@@ -44,7 +44,8 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_web_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPV6]:PORT``, ``HOST`` (port 8765) or ``PORT`` (on 127.0.0.1) -> (host, port)."""
+    """``HOST:PORT``, ``[IPV6]:PORT``, ``HOST`` (port 8765) or ``PORT`` (on 127.0.0.1) -> (host, port).
+    Port 0 picks any free port (the printed URL names it)."""
     raw = text.strip()
     if not raw:
         return "127.0.0.1", DEFAULT_PORT
@@ -55,14 +56,14 @@ def parse_web_address(text: str) -> tuple[str, int]:
             parts = urlsplit("//" + raw)
             host, port = parts.hostname, parts.port
         except ValueError:
-            raise WebAddressError(f"--web {text}: the port must be a number from 1 to 65535") from None
+            raise WebAddressError(f"--web {text}: the port must be a number from 1 to 65535 (0: any free port)") from None
         if not host or parts.path or parts.query:
             raise WebAddressError(f"--web {text}: write it as HOST:PORT, e.g. 127.0.0.1:{DEFAULT_PORT} "
                                   f"or 0.0.0.0:{DEFAULT_PORT} for every network")
         port_text = str(port if port is not None else DEFAULT_PORT)
     port_value = int(port_text)
-    if not 1 <= port_value <= 65535:
-        raise WebAddressError(f"--web {text}: the port must be a number from 1 to 65535")
+    if not 0 <= port_value <= 65535:
+        raise WebAddressError(f"--web {text}: the port must be a number from 1 to 65535 (0: any free port)")
     return host, port_value
 
 
