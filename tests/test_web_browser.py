@@ -204,14 +204,16 @@ def test_pause_stops_sending_and_resume_restarts(setup, page):
     paused_at = _wait_applied(page, "pause sending")
     _wait_for_frame(setup, paused_at + 20)
     time.sleep(0.2)
-    assert max(sent.frames()) == paused_at - 1
+    assert paused_at - 5 <= max(sent.frames()) < paused_at        # (a datagram may be lost on the way)
     assert all(not setup["run"].log[f].sent for f in range(paused_at, paused_at + 20))
     assert "paused" in page.evaluate("document.querySelector('#outputs tbody tr').innerText")
     page.evaluate("document.getElementById('paused').click()")
     resumed_at = _wait_applied(page, "resume sending")
     _wait_for_frame(setup, resumed_at + 10)
     time.sleep(0.2)
-    assert [f for f in sent.frames() if f > paused_at][0] == resumed_at
+    after = [f for f in sent.frames() if f >= paused_at]
+    assert after and resumed_at <= after[0] <= resumed_at + 3
+    assert all(setup["run"].log[f].sent for f in range(resumed_at, resumed_at + 10))
 
 
 def test_mirror_flips_the_input(setup, page):
