@@ -24,6 +24,7 @@ from facewire.tracker.web import (Access, AccessLevel, ControlError, Dashboard, 
                                   DashboardStats, TrackerControls, WebAddressError, parse_web_address)
 from facewire.tracker.web.payload import face_payload  # noqa: E402
 
+from conftest import data_path  # noqa: E402
 from outputs_support import video_frames  # noqa: E402
 
 TOKEN = "correct-horse-battery-staple"
@@ -154,7 +155,14 @@ def test_no_page_means_no_work():
             message = _receive_until(ws, "frame")
             assert calls == [1] and message["frame"] == frames[5].frame and message["stats"]["fps"] == 12.5
             jpeg = cv2.imdecode(np.frombuffer(message["_jpeg"], np.uint8), cv2.IMREAD_COLOR)
-            assert jpeg.shape == (240, 320, 3)           # reduced from 400x300
+            assert jpeg.shape == (300, 400, 3)           # 400 wide is near enough to 320: kept
+            time.sleep(0.15)
+            camera = cv2.resize(cv2.imread(str(data_path("images", "aflw2000_image00061.jpg"))), (1280, 720))
+            dashboard.publish(frames[6], camera, DashboardStats())
+            message = _receive_until(ws, "frame")
+            jpeg = cv2.imdecode(np.frombuffer(message["_jpeg"], np.uint8), cv2.IMREAD_COLOR)
+            assert jpeg.shape == (180, 320, 3)           # every 4th pixel of 1280x720
+            assert np.abs(jpeg.astype(int) - camera[::4, ::4]).mean() < 4
         deadline = time.monotonic() + 5
         while dashboard.active and time.monotonic() < deadline:
             time.sleep(0.02)

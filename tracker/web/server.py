@@ -2,8 +2,8 @@
 
 The loop calls ``publish`` once per frame. With no page open that is one attribute test and nothing else:
 no copy, no encoding, no extra tracking work (``needs`` is empty). With pages open, at most ``data_hz``
-frames a second are handed over (the image reduced to ``image_width`` and sent at most ``image_hz`` times
-a second) and encoded once on the server thread. Each page has a latest-only slot: a page that reads
+frames a second are handed over (the image reduced to about ``image_width`` and sent at most ``image_hz``
+times a second) and encoded once on the server thread. Each page has a latest-only slot: a page that reads
 slowly or stalls loses frames (counted and shown to it), never slows the loop or the other pages.
 
 The server is ``websockets`` (the ``web`` extra); the page, its script and style ship in ``static/``.
@@ -114,7 +114,7 @@ class Dashboard:
         self._image_pages = 0
         self._next_data = self._next_image = 0.0
         self._pending: _Snapshot | None = None
-        self._wake_scheduled = False
+        self._poll = min(0.01, self._data_period / 3)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -153,18 +153,17 @@ class Dashboard:
         if image is not None and self._image_pages and self.images and now >= self._next_image:
             self._next_image = now + self._image_period * 0.9
             small = self._reduce(image)
+        # No wake-up call: waking the server thread here would hand it the interpreter lock while the loop
+        # is in Python code, and the loop would wait for the encoding. The server polls the slot instead
+        # and mostly runs while the loop is inside the models (which release the lock).
         self._pending = _Snapshot(frame, small, stats() if callable(stats) else stats)
         self.published += 1
-        if not self._wake_scheduled and self._loop is not None:
-            self._wake_scheduled = True
-            self._loop.call_soon_threadsafe(self._deliver)
 
     def _reduce(self, image: np.ndarray) -> np.ndarray:
-        h, w = image.shape[:2]
-        if w <= self._image_width:
-            return image.copy()
-        scale = self._image_width / w
-        return cv2.resize(image, (self._image_width, max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        """Every n-th pixel (n = width / image_width, rounded), copied: a preview needs no filtering, and a
+        plain copy neither waits for nor hands over the interpreter lock as an OpenCV call would."""
+        step = max(1, round(image.shape[1] / self._image_width))
+        return image[::step, ::step].copy()
 
     # --- lifetime ---------------------------------------------------------------------------------------
 
@@ -221,11 +220,20 @@ class Dashboard:
             return
         self.port = server.sockets[0].getsockname()[1]
         self._started.set()
+        pump = asyncio.create_task(self._pump())
         try:
             await self._stop.wait()
         finally:
+            pump.cancel()
             server.close()
             await server.wait_closed()
+
+    async def _pump(self) -> None:
+        """Take the newest published frame from the slot, every few milliseconds while a page is open."""
+        while True:
+            await asyncio.sleep(self._poll if self._pages else 0.25)
+            if self._pending is not None:
+                self._deliver()
 
     # --- the server's side ------------------------------------------------------------------------------
 
@@ -314,7 +322,6 @@ class Dashboard:
 
     def _deliver(self) -> None:
         """On the server thread: encode the newest snapshot once and offer it to every page."""
-        self._wake_scheduled = False
         snapshot, self._pending = self._pending, None
         if snapshot is None or not self._pages:
             return
