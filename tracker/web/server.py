@@ -114,7 +114,7 @@ class Dashboard:
         self._image_pages = 0
         self._next_data = self._next_image = 0.0
         self._pending: _Snapshot | None = None
-        self._poll = min(0.01, self._data_period / 3)
+        self._poll = self._data_period / 2          # a frame waits at most this long in the slot
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
