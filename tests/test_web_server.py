@@ -280,3 +280,8 @@ def test_without_websockets_the_message_says_what_to_install(monkeypatch):
     monkeypatch.setattr(server, "serve", None)
     with pytest.raises(WebUnavailableError, match=r"pip install 'facewire\[web\]'"):
         Dashboard("127.0.0.1", 0)
+
+
+def test_bad_dashboard_settings_are_named():
+    with pytest.raises(ValueError, match="jpeg_quality=0"):
+        Dashboard("127.0.0.1", 0, jpeg_quality=0)

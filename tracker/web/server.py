@@ -2,8 +2,11 @@
 
 The loop calls ``publish`` once per frame. With no page open that is one attribute test and nothing else:
 no copy, no encoding, no extra tracking work (``needs`` is empty). With pages open, at most ``data_hz``
-frames a second are handed over (the image reduced to about ``image_width`` and sent at most ``image_hz``
-times a second) and encoded once on the server thread. Each page has a latest-only slot: a page that reads
+frames a second are put in a one-frame slot (the image reduced to about ``image_width`` and at most
+``image_hz`` times a second); the server thread polls that slot and encodes each frame once for every
+page. Nothing wakes the server from ``publish``: a wake-up would hand it the interpreter lock while the loop
+runs Python code, and the loop would wait for the encoding (measured: 15 ms at the 90th percentile on a
+busy machine, against 0.07 ms polled). Each page has a latest-only slot: a page that reads
 slowly or stalls loses frames (counted and shown to it), never slows the loop or the other pages.
 
 The server is ``websockets`` (the ``web`` extra); the page, its script and style ship in ``static/``.
@@ -98,6 +101,10 @@ class Dashboard:
         change (None: a page can only watch). ``token_required``: None = on every address but loopback;
         ``token``: a fixed token instead of a random one. ``images=False`` never sends the camera image.
         """
+        if not (data_hz > 0 and image_hz > 0 and image_width >= 16 and 1 <= jpeg_quality <= 100 and max_pages >= 1):
+            raise ValueError(f"dashboard settings out of range: data_hz={data_hz}, image_hz={image_hz} (> 0), "
+                             f"image_width={image_width} (>= 16), jpeg_quality={jpeg_quality} (1..100), "
+                             f"max_pages={max_pages} (>= 1)")
         if serve is None:
             raise WebUnavailableError("--web needs the websockets library, which is not installed; "
                                       "install it with: pip install 'facewire[web]'")
