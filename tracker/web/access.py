@@ -56,7 +56,8 @@ def parse_web_address(text: str) -> tuple[str, int]:
             parts = urlsplit("//" + raw)
             host, port = parts.hostname, parts.port
         except ValueError:
-            raise WebAddressError(f"--web {text}: the port must be a number from 1 to 65535 (0: any free port)") from None
+            raise WebAddressError(f"--web {text}: the port must be a number from 1 to 65535 "
+                                  "(0: any free port)") from None
         if not host or parts.path or parts.query:
             raise WebAddressError(f"--web {text}: write it as HOST:PORT, e.g. 127.0.0.1:{DEFAULT_PORT} "
                                   f"or 0.0.0.0:{DEFAULT_PORT} for every network")

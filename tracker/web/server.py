@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Dashboard", "DashboardError", "WebUnavailableError"]
 
-_STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
-           "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/style.css": ("style.css", "text/css; charset=utf-8")}
+_HTML = ("index.html", "text/html; charset=utf-8")
+_STATIC = {"/": _HTML, "/index.html": _HTML, "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+           "/style.css": ("style.css", "text/css; charset=utf-8")}
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
                                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",

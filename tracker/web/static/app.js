@@ -138,7 +138,9 @@ function controlsReply(state) {
   if (asked && asked.version === null) asked.version = state.version;
   debug.controlsSeen = state.version;
   showControls(state);
-  if (asked) $("control-status").textContent = `accepted: ${asked.what} (change ${state.version}), waiting for the tracker…`;
+  if (asked) {
+    $("control-status").textContent = `accepted: ${asked.what} (change ${state.version}), waiting for the tracker…`;
+  }
 }
 
 function showControls(state) {
@@ -209,7 +211,8 @@ function makeBars(container, labels, signed) {
   for (const name of labels) {
     const row = document.createElement("div");
     row.className = signed ? "bar signed" : "bar";
-    row.innerHTML = `<span class="name"></span><span class="track"><span class="fill"></span></span><span class="value"></span>`;
+    row.innerHTML = `<span class="name"></span><span class="track"><span class="fill"></span></span>
+      <span class="value"></span>`;
     row.querySelector(".name").textContent = name;
     row.dataset.name = name;
     container.appendChild(row);
@@ -256,7 +259,8 @@ function faceCard(id) {
 }
 
 // [towards the subject's left, up] in degrees -> words
-const gazeText = ([h, v]) => `${Math.abs(h).toFixed(0)}° ${h >= 0 ? "left" : "right"}, ${Math.abs(v).toFixed(0)}° ${v >= 0 ? "up" : "down"}`;
+const gazeText = ([h, v]) =>
+  `${Math.abs(h).toFixed(0)}° ${h >= 0 ? "left" : "right"}, ${Math.abs(v).toFixed(0)}° ${v >= 0 ? "up" : "down"}`;
 const deg = (v) => (v === null || v === undefined ? "–" : `${v.toFixed(1)}°`);
 
 function showFaces(faces) {
@@ -330,7 +334,8 @@ function drawFace(f, k) {
     ["#ff4040", "#40ff40", "#4080ff"].forEach((colour, i) => line(ox, oy, t[2 * i], t[2 * i + 1], colour, k, 2.5));
   }
   if (f.rays) {
-    for (let i = 0; i < f.rays.length; i += 4) line(f.rays[i], f.rays[i + 1], f.rays[i + 2], f.rays[i + 3], "#ffe040", k, 1.5);
+    const r = f.rays;
+    for (let i = 0; i < r.length; i += 4) line(r[i], r[i + 1], r[i + 2], r[i + 3], "#ffe040", k, 1.5);
   }
   ctx.font = "12px system-ui, sans-serif";
   ctx.fillStyle = "#ffffff";
@@ -344,8 +349,10 @@ $("relearn").addEventListener("click", () => {
   $("control-status").textContent = "asked: re-learn the neutral face";
   send({ type: "relearn" });
 });
-$("paused").addEventListener("change", (e) => ask({ paused: e.target.checked }, e.target.checked ? "pause sending" : "resume sending"));
-$("mirror").addEventListener("change", (e) => ask({ mirror: e.target.checked }, e.target.checked ? "mirror the input" : "stop mirroring"));
+$("paused").addEventListener("change", (e) =>
+  ask({ paused: e.target.checked }, e.target.checked ? "pause sending" : "resume sending"));
+$("mirror").addEventListener("change", (e) =>
+  ask({ mirror: e.target.checked }, e.target.checked ? "mirror the input" : "stop mirroring"));
 $("show-image").addEventListener("change", (e) => {
   send({ type: "image", on: e.target.checked });
   if (!e.target.checked) { image = null; draw(); }
