@@ -294,3 +294,33 @@ def test_right_token_gets_everything(setup):
         assert not browser.evaluate("document.getElementById('relearn').disabled")
     finally:
         browser.close()
+
+
+def test_two_faces_get_two_cards_and_two_meshes(setup, tmp_path):
+    """The two-people clip (640x360: the preview is every 2nd pixel) with --faces 2."""
+    images = load_video(60, ("videos", "two_people_static_640x360.avi"))
+    controls = TrackerControls()
+    outputs = OutputGroup([])
+    with Dashboard("127.0.0.1", 0, controls) as dashboard:
+        run = TrackerRun(images, controls, outputs, dashboard, max_faces=2).start()
+        browser = _other_page(setup, dashboard.url, "two")
+        try:
+            browser.wait_for("facewireDebug.images >= 3 && document.querySelectorAll('.face').length === 2",
+                             what="two faces on the page")
+            ids = browser.evaluate("[...document.querySelectorAll('.face')].map(e => +e.dataset.id)")
+            assert sorted(ids) == sorted(f.id for f in run.log[run.frame - 1].result.faces)
+            halves = browser.evaluate(f"""(() => {{
+                const c = document.getElementById('canvas');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                const count = [0, 0];
+                for (let i = 0; i < d.length; i += 4)
+                    if ({MESH_GREEN}) count[(i / 4) % c.width < c.width / 2 ? 0 : 1]++;
+                return {{count, width: c.width, height: c.height}};
+            }})()""")
+            assert halves["width"] == 640 and halves["height"] == 360
+            assert min(halves["count"]) > 100, f"a face without its mesh: {halves}"
+            browser.screenshot(tmp_path / "dashboard-two-faces.png")
+        finally:
+            browser.close()
+            run.stop()
+    assert run.error is None

@@ -33,6 +33,7 @@ from websockets.sync.client import connect
 from facewire.tracker.outputs import OutputGroup
 from facewire.tracker.packets import RecordBuilder
 from facewire.tracker.result import FaceResult, FrameResult, Pose
+from facewire.tracker.tracking import FaceTracker, TrackingConfig
 from facewire.tracker.web import DashboardStats, TrackerControls
 
 from conftest import data_path
@@ -191,8 +192,8 @@ class SmootherStandIn:
         return dataclasses.replace(frame, faces=tuple(faces))
 
 
-def load_video(count: int = 90) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(data_path(*VIDEO)))
+def load_video(count: int = 90, video: tuple[str, ...] = VIDEO) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(data_path(*video)))
     images = []
     while len(images) < count:
         ok, image = capture.read()
@@ -200,7 +201,7 @@ def load_video(count: int = 90) -> list[np.ndarray]:
             break
         images.append(image)
     capture.release()
-    assert len(images) == count, f"could not read {count} frames of {VIDEO[-1]}"
+    assert len(images) == count, f"could not read {count} frames of {video[-1]}"
     return images
 
 
@@ -217,13 +218,14 @@ class TrackerRun:
     """The loop on a thread, looping the video at ``fps`` until ``stop``."""
 
     def __init__(self, images: list[np.ndarray], controls: TrackerControls, outputs: OutputGroup, dashboard,
-                 fps: float = 30.0) -> None:
+                 fps: float = 30.0, max_faces: int = 1) -> None:
         self.images = images
         self.controls = controls
         self.outputs = outputs
         self.dashboards = list(dashboard) if isinstance(dashboard, (list, tuple)) else [dashboard]
         self.period = 1.0 / fps
         self.pipeline = Pipeline()
+        self.pipeline.tracker = FaceTracker(TrackingConfig(max_faces=max_faces))
         self.smoother = SmootherStandIn()
         self.log: dict[int, FrameLog] = {}
         self.relearned_at: list[int] = []

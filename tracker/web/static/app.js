@@ -338,8 +338,12 @@ function drawFace(f, k) {
     for (let i = 0; i < r.length; i += 4) line(r[i], r[i + 1], r[i + 2], r[i + 3], "#ffe040", k, 1.5);
   }
   ctx.font = "12px system-ui, sans-serif";
+  const at = [Math.max(2, f.box[0] * k), Math.max(12, f.box[1] * k - 4)];
+  ctx.strokeStyle = "#000000";
+  ctx.lineWidth = 3;
+  ctx.strokeText(`id ${f.id}`, ...at);
   ctx.fillStyle = "#ffffff";
-  ctx.fillText(`id ${f.id}`, f.box[0] * k, Math.max(12, f.box[1] * k - 4));
+  ctx.fillText(`id ${f.id}`, ...at);
 }
 
 // --- controls ------------------------------------------------------------------------------------------
