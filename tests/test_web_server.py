@@ -285,3 +285,19 @@ def test_without_websockets_the_message_says_what_to_install(monkeypatch):
 def test_bad_dashboard_settings_are_named():
     with pytest.raises(ValueError, match="jpeg_quality=0"):
         Dashboard("127.0.0.1", 0, jpeg_quality=0)
+
+
+def test_images_off_for_the_whole_dashboard():
+    """``images=False`` (a privacy setting of the tracker): full-access pages get the data, never a picture."""
+    frames = video_frames()
+    with Dashboard("127.0.0.1", 0, TrackerControls(), images=False) as dashboard:
+        with connect(f"ws://127.0.0.1:{dashboard.port}/ws") as ws:
+            hello = _receive_until(ws, "hello")
+            assert hello["access"] == "full" and hello["images"] is False
+            ws.send(json.dumps({"type": "image", "on": True}))
+            assert _receive_until(ws, "image")["on"] is False
+            for k in range(3):
+                dashboard.publish(frames[k], np.zeros((300, 400, 3), np.uint8), DashboardStats())
+                message = _receive_until(ws, "frame")
+                assert "_jpeg" not in message and message["faces"][0]["id"] == 0
+                time.sleep(0.12)
