@@ -137,6 +137,10 @@ def test_overlay_is_drawn_on_the_face_and_redrawn(setup, page):
     time.sleep(1.0)
     second = _canvas_colours(page)
     assert second["overlays"] > first["overlays"] + 5 and second["frame"] > first["frame"]
+    # everything the page loaded came from the dashboard itself (the WebSocket included)
+    origin = setup["dashboard"].url.rstrip("/")
+    loaded = page.evaluate("[location.href, ...performance.getEntriesByType('resource').map(e => e.name)]")
+    assert len(loaded) >= 3 and all(url.startswith(origin) for url in loaded), loaded
     page.screenshot(setup["shots"] / "dashboard.png")
     if os.environ.get("FACEWIRE_DASHBOARD_SCREENSHOT"):      # the README's picture: 32 levels per channel
         shot = cv2.imread(str(setup["shots"] / "dashboard.png"))  # keep it under 200 KB
