@@ -39,7 +39,7 @@ SEARCH_HALF = 5            # offsets searched on each side, in profile steps
 @dataclass(frozen=True)
 class ComputeSettings:
     initial_smoothness: float = 0.0    # Gaussian sigma (points) along the detected contour before correcting
-    final_smoothness: float = 1.0      # Gaussian sigma (points) applied to the correction along the contour
+    final_smoothness: float = 3.0      # Gaussian sigma (points) applied to the correction along the contour
     regularisation: float = 100.0      # ridge strength of the shape term, relative to the training spread
     iterations: int = 0                # image-profile refinement rounds after the shape correction
     grayscale: bool = True             # profiles on grey levels (True) or the three colour channels

@@ -41,6 +41,10 @@ class Progress:
                 log.info("%s", self.line())
 
     def close(self) -> None:
+        if self.done == self.total and self._last:
+            if self.tty:
+                print(file=self.stream, flush=True)
+            return
         if self.tty:
             print("\r" + self.line(), file=self.stream, flush=True)
         else:
