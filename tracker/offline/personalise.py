@@ -43,6 +43,7 @@ class ComputeSettings:
     regularisation: float = 100.0      # ridge strength of the shape term, relative to the training spread
     iterations: int = 0                # image-profile refinement rounds after the shape correction
     grayscale: bool = True             # profiles on grey levels (True) or the three colour channels
+    slide_semantic: bool = False       # let semantic points move along the segment's axis too
 
     def __post_init__(self) -> None:
         if self.initial_smoothness < 0 or self.final_smoothness < 0:
@@ -127,6 +128,34 @@ def _loop_normals(points: np.ndarray, counts: tuple[int, ...]) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _anchor_rows(counts: tuple[int, ...], semantic_counts: tuple[int, ...]) -> list[np.ndarray]:
+    """Per contour, the indices of its semantic points in the resampled contour (evenly spaced)."""
+    return [np.round(np.linspace(0, n - 1, k)).astype(int) for n, k in zip(counts, semantic_counts)]
+
+
+def _stretch(anchor_offsets: np.ndarray, counts: tuple[int, ...], anchors: list[np.ndarray]) -> np.ndarray:
+    """Per point, the offset interpolated linearly between its contour's semantic points' offsets."""
+    out, k = [], 0
+    for n, rows in zip(counts, anchors):
+        a = anchor_offsets[k:k + len(rows)]
+        idx = np.arange(n)
+        out.append(np.stack([np.interp(idx, rows, a[:, 0]), np.interp(idx, rows, a[:, 1])], axis=1))
+        k += len(rows)
+    return np.concatenate(out)
+
+
+def _encode(y: np.ndarray, x: np.ndarray, counts: tuple[int, ...], anchors: list[np.ndarray],
+            slide: bool = True) -> np.ndarray:
+    """A full per-point correction (m, 2) as [semantic points' 2-D offsets, normal residuals]."""
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    anchor_offsets = np.concatenate([y[s + rows] for s, rows in zip(starts, anchors)])
+    if not slide:
+        anchor_offsets = anchor_offsets * 0.0
+    residual = y - _stretch(anchor_offsets, counts, anchors)
+    normal = (residual * _loop_normals(x, counts)).sum(axis=1)
+    return np.concatenate([anchor_offsets.ravel(), normal])
+
+
 def _profiles(image: np.ndarray, line: np.ndarray, normals: np.ndarray, step_px: float, half: int) -> np.ndarray:
     """(n, 2 half + 1, channels) intensities along each point's normal, sampled bilinearly."""
     offs = np.arange(-half, half + 1) * step_px
@@ -153,6 +182,7 @@ class SegmentModel:
     segment: str
     contours: tuple[str, ...]
     counts: tuple[int, ...]
+    semantic_counts: tuple[int, ...]
     neutral_shape: np.ndarray       # (D,) detected neutral shape, normalised
     offset: np.ndarray              # b at x = x_neutral
     weights: np.ndarray             # (D, D) or empty when the shape term is off
@@ -171,15 +201,17 @@ class SegmentModel:
                                   f"--resample and inner-lip settings")
         frame = segment_frame(seg)
         x = _vector(seg, self.contours, frame, self.settings.initial_smoothness)
-        d = self.offset + (self.weights @ (x - self.neutral_shape) if self.weights.size else 0.0)
+        z = self.offset + (self.weights @ (x - self.neutral_shape) if self.weights.size else 0.0)
+        anchors = _anchor_rows(self.counts, self.semantic_counts)
+        n_anchor = sum(len(a) for a in anchors)
         base = x.reshape(-1, 2)
         normals = _loop_normals(base, self.counts)
+        d = z[2 * n_anchor:].copy()
         out, start = {}, 0
-        d = d.copy()
         for n in self.counts:
             d[start:start + n] = _smooth_values(d[start:start + n, None], self.settings.final_smoothness)[:, 0]
             start += n
-        pts = base + d[:, None] * normals
+        pts = base + _stretch(z[:2 * n_anchor].reshape(-1, 2), self.counts, anchors) + d[:, None] * normals
         if self.settings.iterations and image is not None and self.profile_mean is not None:
             pts = self._refine(pts, frame, image)
         start = 0
@@ -241,6 +273,9 @@ def train_segment(segment: str, frames: list[TrainingFrame], detected: dict[str,
     ref = detected[neutral.name]
     names = tuple(c for c in (s.name for s in SPECS[segment]) if c in ref.contours)
     counts = tuple(len(ref.contours[c]) for c in names)
+    spec = {sp.name: sp for sp in SPECS[segment]}
+    semantic_counts = tuple(len(spec[c].semantic) for c in names)
+    anchors = _anchor_rows(counts, semantic_counts)
     xs, ys, feats = [], [], []
     for f in enabled:
         det = detected[f.name]
@@ -255,7 +290,7 @@ def train_segment(segment: str, frames: list[TrainingFrame], detected: dict[str,
             raise AnnotationError(f"segment {segment}: frame {f.name}: {t.size // 2} annotated points against "
                                   f"{x.size // 2} detected; use the same --resample for both")
         xs.append(x)
-        ys.append(((t - x).reshape(-1, 2) * _loop_normals(x.reshape(-1, 2), counts)).sum(axis=1))
+        ys.append(_encode((t - x).reshape(-1, 2), x.reshape(-1, 2), counts, anchors, settings.slide_semantic))
         if images is not None and settings.iterations:
             img = _prepare_image(images[f.name], settings.grayscale)
             tl = t.reshape(-1, 2)
@@ -269,10 +304,7 @@ def train_segment(segment: str, frames: list[TrainingFrame], detected: dict[str,
     X = np.array(xs) - detected_vector(ref, names, settings)
     Y = np.array(ys)
     # Robust, shrunk offset: the median per point, scaled down where the frames' spread says it is noise.
-    med = np.median(Y, axis=0)
-    noise = Y.var(axis=0, ddof=1) / len(Y)
-    shrink = np.clip(1.0 - noise / np.maximum(med ** 2, 1e-12), 0.0, 1.0)
-    ym = med * shrink
+    ym = shrunk_offset(Y)
     xm = X.mean(axis=0)
     Xc, Yc = X - xm, Y - ym[None]
     gram = Xc @ Xc.T
@@ -289,8 +321,21 @@ def train_segment(segment: str, frames: list[TrainingFrame], detected: dict[str,
         pm, pv = fa.mean(axis=0), fa.var(axis=0) + 0.01
     log.info("segment %s: trained on %d frames (neutral %s), mean correction %.3f", segment, len(enabled),
              neutral.name, float(np.abs(Y).mean()))
-    return SegmentModel(segment, names, counts, detected_vector(ref, names, settings), offset, weights, pm, pv,
+    return SegmentModel(segment, names, counts, semantic_counts, detected_vector(ref, names, settings), offset, weights, pm, pv,
                         settings)
+
+
+def shrunk_offset(Y: np.ndarray) -> np.ndarray:
+    """The per-point median correction, shrunk towards zero as a whole (positive-part James-Stein) by how
+    much of it the frames' disagreement explains: the noise of an average of K frames is the pooled
+    per-point variance / K (a robust MAD estimate), compared with the offset's mean square."""
+    k = len(Y)
+    med = np.median(Y, axis=0)
+    mad = np.median(np.abs(Y - med), axis=0) * 1.4826
+    noise = float(np.mean(mad ** 2)) / k * (np.pi / 2 if k > 2 else 1.0)    # variance of a median
+    signal = float(np.mean(med ** 2))
+    factor = max(0.0, 1.0 - noise / signal) if signal > 0 else 0.0
+    return med * factor
 
 
 def detected_vector(seg: Segment, names: tuple[str, ...], settings: ComputeSettings) -> np.ndarray:
