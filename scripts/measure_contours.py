@@ -76,8 +76,7 @@ def measure_photos(images: Path, work: Path, draws: int, settings: ComputeSettin
         if not pts_path.exists() or pre is None or not pre.segments:
             continue
         truth = read_pts(pts_path)
-        # Skip detection failures (the usual NME > 10% rule, on the eye corners and mouth corners).
-        from facewire.tracker.ibug68 import to_ibug68  # noqa: F401 (documentation of where 68 points come from)
+        # Skip failed fits: photos where a precomputed segment misses its annotation by over 10% (as NME failures).
         err = loop_errors(pre, truth)
         if max(err.values()) > 10:
             continue
@@ -123,22 +122,22 @@ def motion(project: Project, kind: str, still: list[tuple[str, str]]) -> float:
     return float(np.mean(vals))
 
 
-def measure_video(video: Path, images: Path, work: Path, settings: ComputeSettings) -> dict:
+def measure_video(video: Path, work: Path, settings: ComputeSettings) -> dict:
+    """Steadiness over a whole video, with the correction learnt from 8 annotated photos (the iBUG
+    annotator's convention; ``measure_photos`` must have run first)."""
+    from facewire.tracker.offline.annotations import load_annotations
+    from facewire.tracker.offline.compute import train_models
+    from facewire.tracker.offline.contour_json import ContourFrame
+    from facewire.tracker.offline.sequence import Sequence
+
     t0 = time.perf_counter()
     project = detect_sequence(video, work / "video")
     detect_fps = len(project.frames) / (time.perf_counter() - t0)
-    # Training frames: iBUG-convention offsets learnt on photos don't apply to this actor; instead annotate
-    # like an annotator would, starting from precomputed frames: the same photos' mean correction is not
-    # available here, so use the photo annotations' systematic shift: train on 8 photos' model and apply.
-    photo_project = Project.open(work / "photos")
-    ann = work / "ann_8.json"
-    from facewire.tracker.offline.compute import train_models
-    from facewire.tracker.offline.annotations import load_annotations
-    models = train_models(photo_project, load_annotations(ann), None, settings)
-    from facewire.tracker.offline.contour_json import ContourFrame
-    for entry in project.frames:
-        pre = project.load("precomputed", entry.name)
-        segs = {n: m.correct(pre.segments[n]) for n, m in models.items() if n in pre.segments}
+    models = train_models(Project.open(work / "photos"), load_annotations(work / "ann_8.json"), None, settings)
+    for frame in Sequence(video):
+        pre = project.load("precomputed", frame.name)
+        image = frame.image if settings.iterations else None
+        segs = {n: m.correct(pre.segments[n], image) for n, m in models.items() if n in pre.segments}
         project.save(ContourFrame(pre.name, "computed", pre.image_size, segs, pre.frame_index, pre.source))
     still = []
     for a, b in zip(project.frames[:-1], project.frames[1:]):
@@ -147,8 +146,7 @@ def measure_video(video: Path, images: Path, work: Path, settings: ComputeSettin
             continue
         ca = np.concatenate([s.points() for s in fa.segments.values()])
         cb = np.concatenate([s.points() for s in fb.segments.values()])
-        width = np.ptp(ca[:, 0])
-        if np.linalg.norm(ca.mean(0) - cb.mean(0)) < 0.005 * width:
+        if np.linalg.norm(ca.mean(0) - cb.mean(0)) < 0.005 * np.ptp(ca[:, 0]):
             still.append((a.name, b.name))
     return {"frames": len(project.frames), "still_pairs": len(still), "detect_fps": detect_fps,
             "precomputed": motion(project, "precomputed", still), "computed": motion(project, "computed", still)}
@@ -179,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{k:>5} {s:<10} {b:9.2f} {a:9.2f}")
         out = {"photos": photos}
         if not args.no_video:
-            v = measure_video(args.video, args.images, work, settings)
+            v = measure_video(args.video, work, settings)
             print(f"video {args.video.name}: {v['frames']} frames, {v['still_pairs']} still frame pairs; "
                   f"frame-to-frame motion precomputed {v['precomputed']:.3f}% computed {v['computed']:.3f}% "
                   f"(of the eye-corner distance); detect {v['detect_fps']:.0f} frames/s")
