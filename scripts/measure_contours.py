@@ -110,6 +110,8 @@ def measure_photos(images: Path, work: Path, draws: int, settings: ComputeSettin
 
 
 def motion(project: Project, kind: str, still: list[tuple[str, str]]) -> float:
+    """Mean frame-to-frame motion of the contour points, in % of the precomputed outer eye-corner distance
+    (one yardstick for both kinds, so a correction that moves the corners does not change the unit)."""
     vals = []
     for a, b in still:
         fa, fb = project.load(kind, a), project.load(kind, b)
@@ -117,8 +119,9 @@ def motion(project: Project, kind: str, still: list[tuple[str, str]]) -> float:
             continue
         pa = np.concatenate([s.points() for s in fa.segments.values()])
         pb = np.concatenate([s.points() for s in fb.segments.values()])
-        sem = fa.segments["right_eye"].semantic["outer_corner"], fa.segments["left_eye"].semantic["outer_corner"]
-        vals.append(np.linalg.norm(pa - pb, axis=1).mean() / np.linalg.norm(sem[0] - sem[1]) * 100)
+        ref = project.load("precomputed", a).segments
+        unit = np.linalg.norm(ref["right_eye"].semantic["outer_corner"] - ref["left_eye"].semantic["outer_corner"])
+        vals.append(np.linalg.norm(pa - pb, axis=1).mean() / unit * 100)
     return float(np.mean(vals))
 
 

@@ -119,11 +119,15 @@ def _normals(line: np.ndarray) -> np.ndarray:
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
 
 
+NORMAL_SMOOTHING = 2.0     # Gaussian width (points) of the contour the normals are taken from
+
+
 def _loop_normals(points: np.ndarray, counts: tuple[int, ...]) -> np.ndarray:
-    """Unit normals of each open contour in a stack of contours (``counts`` points each)."""
+    """Unit normals of each open contour in a stack of contours (``counts`` points each), taken from the
+    contour smoothed along itself, so point-to-point jitter of the detection does not turn the correction."""
     out, start = [], 0
     for n in counts:
-        out.append(_normals(points[start:start + n]))
+        out.append(_normals(_smooth_open(points[start:start + n], NORMAL_SMOOTHING)))
         start += n
     return np.concatenate(out)
 
