@@ -1,6 +1,7 @@
 """Measure the personalised correction where the truth is known, and the steadiness over a video.
 
-Photos: the iBUG 68-point annotations of ../shared/data/images are taken as an annotator whose eye and
+Photos: the iBUG 68-point annotations of ../shared/data/images (by default only the AFLW2000-3D ones: one
+annotation protocol, see --prefix) are taken as an annotator whose eye and
 lip convention differs from the mesh's. Training frames are made from the annotated points of K photos
 (K = 2, 4, 8; the first is the neutral one), the correction is computed on all the others, and the
 contour error is measured on those held-out photos only: the mean distance from each annotated eye or lip
@@ -67,13 +68,16 @@ def loop_errors(frame, truth: np.ndarray) -> dict[str, float]:
     return out
 
 
-def measure_photos(images: Path, work: Path, draws: int, settings: ComputeSettings, seed: int = 0) -> dict:
+def measure_photos(images: Path, work: Path, draws: int, settings: ComputeSettings, seed: int = 0,
+                   prefix: str = "") -> dict:
+    """Training and held-out photos are drawn from those whose name starts with ``prefix`` (one annotation
+    protocol: an annotator's convention is only a convention within one set of annotations)."""
     project = detect_sequence(images, work / "photos")
     truths, usable = {}, []
     for entry in project.frames:
         pts_path = images / f"{entry.name}.pts"
         pre = project.load("precomputed", entry.name)
-        if not pts_path.exists() or pre is None or not pre.segments:
+        if not entry.name.startswith(prefix) or not pts_path.exists() or pre is None or not pre.segments:
             continue
         truth = read_pts(pts_path)
         # Skip failed fits: photos where a precomputed segment misses its annotation by over 10% (as NME failures).
@@ -165,15 +169,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--final-smoothness", type=float, default=ComputeSettings().final_smoothness)
     ap.add_argument("--iterations", type=int, default=0)
     ap.add_argument("--colour", action="store_true")
+    ap.add_argument("--prefix", default="aflw2000_",
+                    help="photos of one annotation protocol (default aflw2000_: the AFLW2000-3D re-annotation); "
+                         "'' mixes every annotator in the folder")
+    ap.add_argument("--slide-semantic", action="store_true")
+    ap.add_argument("--initial-smoothness", type=float, default=0.0)
     ap.add_argument("--no-video", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     settings = ComputeSettings(final_smoothness=args.final_smoothness, regularisation=args.regularisation,
-                               iterations=args.iterations, grayscale=not args.colour)
+                               iterations=args.iterations, grayscale=not args.colour,
+                               slide_semantic=args.slide_semantic, initial_smoothness=args.initial_smoothness)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
-        photos = measure_photos(args.images, work, args.draws, settings)
-        print(f"photos used: {photos['photos']} (annotated, face found, every segment within 10%)")
+        photos = measure_photos(args.images, work, args.draws, settings, prefix=args.prefix)
+        print(f"photos used: {photos['photos']} named {args.prefix or '*'}* (annotated, face found, every "
+              f"segment within 10%); {args.draws} random draws of training photos per row")
         print(f"{'train':>5} {'segment':<10} {'before %':>9} {'after %':>9}")
         for k, segs in photos["results"].items():
             for s, (b, a) in segs.items():

@@ -158,3 +158,26 @@ def test_parse_range_and_malformed_files():
     with pytest.raises(ContourFormatError, match="state them"):
         frame_from_dict({"format": "facewire-contours", "version": 1, "kind": "computed", "frame": "a",
                          "image_size": [10, 10], "segments": {}})
+
+
+def test_image_folder_project_compute_with_refinement_and_render(tmp_path, capsys):
+    import shutil
+
+    import cv2
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    names = ("aflw2000_image00040", "aflw2000_image00041", "aflw2000_image00042")
+    for name in names:
+        shutil.copy(data_path("images", name + ".jpg"), folder / (name + ".jpg"))
+    root = str(tmp_path / "p")
+    assert main(["contours", "detect", str(folder), "--out", root]) == 0
+    assert main(["contours", "annotate", root, "--frame", names[0], "--segment", "right_eye", "--neutral"]) == 0
+    assert main(["contours", "annotate", root, "--frame", names[1], "--segment", "right_eye"]) == 0
+    assert main(["contours", "compute", root, "--iterations", "2", "--grayscale", "off"]) == 0
+    assert Project.open(tmp_path / "p").load("computed", names[2]).segments["right_eye"].contours["upper"].shape \
+        == (22, 2)
+    assert main(["contours", "render", root, "--out", str(tmp_path / "r"), "--kind", "computed"]) == 0
+    assert cv2.imread(str(tmp_path / "r" / (names[2] + ".png"))).shape == (450, 450, 3)
+    # the same folder cannot take another sequence's frames
+    assert main(["contours", "detect", str(data_path(*VIDEO)), "--out", root, "--range", "0:2"]) == 2
+    assert "another sequence" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .annotations import AnnotationError, TrainingFrame, load_annotations, missing_images
-from .contour_json import ContourFrame, ContourFormatError, Project, select_frames
+from .contour_json import ContourFrame, Project, select_frames
 from .contours import SEGMENTS
 from .personalise import ComputeSettings, SegmentModel, train_segment
 from .sequence import Sequence, read_frame_image
@@ -103,13 +103,3 @@ def _images_for(project: Project, entries: list) -> Iterator[np.ndarray]:
     for frame in Sequence(project.sequence, min(wanted), max(wanted) + 1):
         if frame.index in wanted:
             yield frame.image
-
-
-def check_same_resample(project: Project, names: list[str]) -> None:
-    sizes = {}
-    for n in names:
-        f = project.load("precomputed", n)
-        if f is not None and f.segments:
-            sizes[n] = _resample_of(f)
-    if len(set(sizes.values())) > 1:
-        raise ContourFormatError(f"precomputed frames were made with different --resample values: {sizes}")

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from .contour_json import ContourFrame, FrameEntry, Project
+from .contour_json import ContourFormatError, ContourFrame, FrameEntry, Project
 from .contours import DEFAULT_RESAMPLE, SEGMENTS, Segment, face_segments
 from .inner_lips import InnerLipOptions, apply_inner_lips
 from .sequence import Sequence
@@ -65,8 +65,10 @@ def detect_sequence(sequence: str | Path, out: str | Path, start: int = 0, stop:
     entries: dict[str, FrameEntry] = {}
     if (out / "project.json").exists():
         old = Project.open(out)
-        if Path(old.sequence).resolve() == seq.path.resolve():
-            entries = {f.name: f for f in old.frames}
+        if Path(old.sequence).resolve() != seq.path.resolve():
+            raise ContourFormatError(f"{out} is the project of another sequence ({old.sequence}); detect into "
+                                     f"a new folder")
+        entries = {f.name: f for f in old.frames}
     project = Project(out, str(seq.path.resolve()), ())
     project.folder("precomputed").mkdir(parents=True, exist_ok=True)
     source = MeshSource(seq.is_video)
