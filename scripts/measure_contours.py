@@ -30,7 +30,7 @@ from facewire.tracker.ibug68 import read_pts
 from facewire.tracker.offline.annotations import Loop, TrainingFrame, save_annotations
 from facewire.tracker.offline.compute import compute_project
 from facewire.tracker.offline.contour_json import Project
-from facewire.tracker.offline.contours import LOOPS, loop_points, polyline_distance
+from facewire.tracker.offline.contours import loop_points, polyline_distance
 from facewire.tracker.offline.detect import detect_sequence
 from facewire.tracker.offline.personalise import ComputeSettings
 

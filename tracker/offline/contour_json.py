@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .contours import SEGMENTS, ContourError, Segment
+from .contours import SEGMENTS, Segment
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +311,3 @@ def match_import_files(paths: list[Path], names: list[str]) -> tuple[dict[str, P
     for p in paths:
         (matched.__setitem__(p.stem, p) if p.stem in known else unmatched.append(p))
     return matched, unmatched
-
-
-def is_finite_number(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)

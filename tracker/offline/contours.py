@@ -91,11 +91,6 @@ class Segment:
         return np.concatenate([self.contours[k] for k in self.contours])
 
 
-def _split_at(vertices: tuple[int, ...], anchors: list[int]) -> list[np.ndarray]:
-    cuts = [vertices.index(a) for a in anchors]
-    return [np.array(vertices[a:b + 1]) for a, b in zip(cuts[:-1], cuts[1:])]
-
-
 def segment_from_mesh(points: np.ndarray, segment: str) -> Segment:
     """The segment's contours straight from the mesh vertices (no resampling), in pixels."""
     pts = np.asarray(points, np.float64)
@@ -174,14 +169,6 @@ def loop_points(segment: Segment, loop: str) -> np.ndarray:
     upper, lower = LOOPS[segment.name][loop]
     a, b = segment.contours[upper], segment.contours[lower]
     return np.concatenate([a, b[-2:0:-1]])
-
-
-def loop_split(segment_name: str, loop: str, points: np.ndarray, upper_count: int) -> dict[str, np.ndarray]:
-    """Inverse of ``loop_points``: the loop's two open contours (the lower one re-gains the shared ends)."""
-    upper, lower = LOOPS[segment_name][loop]
-    up = points[:upper_count]
-    low = np.concatenate([points[:1], points[upper_count:][::-1], points[upper_count - 1:upper_count]])
-    return {upper: up, lower: low}
 
 
 def polyline_distance(points: np.ndarray, polyline: np.ndarray, closed: bool = False) -> np.ndarray:
