@@ -159,6 +159,43 @@ def measure_video(video: Path, work: Path, settings: ComputeSettings) -> dict:
             "precomputed": motion(project, "precomputed", still), "computed": motion(project, "computed", still)}
 
 
+def measure_speed(videos: list[Path], work: Path, repeats: int = 2) -> list[dict]:
+    """Frames per second of ``contours detect`` (decoding, tracking, contours, JSON writing) on whole videos,
+    and of decoding and tracking alone in the same conditions, alternated; best of ``repeats``. Both by the
+    wall clock and by the process's CPU time (user + system): on a machine shared with other jobs the CPU
+    figure is the one that carries over."""
+    from facewire.tracker.offline.detect import MeshSource
+    from facewire.tracker.offline.sequence import Sequence
+
+    def timed(fn) -> tuple[float, float]:
+        w, c = time.perf_counter(), time.process_time()
+        n = fn()
+        return n / (time.perf_counter() - w), n / (time.process_time() - c)
+
+    def bare(video: Path) -> int:
+        source, n = MeshSource(video=True), 0
+        for frame in Sequence(video):
+            source(frame.image)
+            n += 1
+        return n
+
+    rows = []
+    for video in videos:
+        full, alone = [], []
+        for r in range(repeats):
+            full.append(timed(lambda: len(detect_sequence(video, work / f"speed_{video.stem}_{r}").frames)))
+            alone.append(timed(lambda: bare(video)))
+        rows.append({"video": video.name, "frames": video_frames(video),
+                     "detect_wall": max(f[0] for f in full), "detect_cpu": max(f[1] for f in full),
+                     "tracker_wall": max(a[0] for a in alone), "tracker_cpu": max(a[1] for a in alone)})
+    return rows
+
+
+def video_frames(video: Path) -> int:
+    from facewire.tracker.offline.sequence import Sequence
+    return len(Sequence(video))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=Path, default=DATA / "images")
@@ -175,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slide-semantic", action="store_true")
     ap.add_argument("--initial-smoothness", type=float, default=0.0)
     ap.add_argument("--no-video", action="store_true")
+    ap.add_argument("--speed", action="store_true",
+                    help="only measure contours detect's frames per second on every shared video (run it pinned "
+                         "to one core: taskset -c 0 python scripts/measure_contours.py --speed)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     settings = ComputeSettings(final_smoothness=args.final_smoothness, regularisation=args.regularisation,
@@ -182,8 +222,16 @@ def main(argv: list[str] | None = None) -> int:
                                slide_semantic=args.slide_semantic, initial_smoothness=args.initial_smoothness)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
+        if args.speed:
+            videos = sorted(p for p in (DATA / "videos").glob("*.mp4"))
+            print(f"{'video':<42} {'frames':>6} {'detect f/s wall':>15} {'cpu':>5} {'tracker alone wall':>19} "
+                  f"{'cpu':>5}")
+            for row in measure_speed(videos, work):
+                print(f"{row['video']:<42} {row['frames']:>6} {row['detect_wall']:>15.0f} {row['detect_cpu']:>5.0f} "
+                      f"{row['tracker_wall']:>19.0f} {row['tracker_cpu']:>5.0f}")
+            return 0
         photos = measure_photos(args.images, work, args.draws, settings, prefix=args.prefix)
-        print(f"photos used: {photos['photos']} named {args.prefix or '*'}* (annotated, face found, every "
+        print(f"photos used: {photos['photos']} named {args.prefix}* (annotated, face found, every "
               f"segment within 10%); {args.draws} random draws of training photos per row")
         print(f"{'train':>5} {'segment':<10} {'before %':>9} {'after %':>9}")
         for k, segs in photos["results"].items():
