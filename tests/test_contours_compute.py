@@ -157,3 +157,32 @@ def test_compute_cli_and_annotate_cli(project, tmp_path, capsys):
     assert main(["contours", "compute", root, "--segments", "left_eye", "--range", "200:202"]) == 0
     assert main(["contours", "compute", root, "--segments", "lips"]) == 2
     assert "no enabled training frames" in capsys.readouterr().err
+
+
+def test_compute_cli_regularisation_and_annotation_file(project, tmp_path):
+    frames = [_shifted(project, "000200", "lips", 2.0, True), _shifted(project, "000228", "lips", -1.0, False)]
+    ann = tmp_path / "elsewhere.json"
+    save_annotations(ann, frames)
+    results = {}
+    for reg in ("0.01", "1000"):
+        assert main(["contours", "compute", str(project.root), "--annotations", str(ann), "--regularisation", reg,
+                     "--range", "200:201", "--segments", "lips"]) == 0
+        results[reg] = project.load("computed", "000200").segments["lips"].contours["outer_lower"]
+    pre = project.load("precomputed", "000200").segments["lips"].contours["outer_lower"]
+    # the two frames disagree (2 px down, 1 px up): the shared offset is shrunk to about nothing, so with
+    # strong regularisation the contour stays; weak regularisation follows the neutral frame's shape towards
+    # its own annotation
+    weak, strong = ((results[r] - pre)[3:-3, 1].mean() for r in ("0.01", "1000"))
+    assert abs(strong) < 0.3 and 0.6 < weak < 2.5
+    assert main(["contours", "compute", str(project.root), "--regularisation", "0"]) == 2
+
+
+def test_annotate_overwrite_replaces_the_points(project, tmp_path):
+    root = str(project.root)
+    assert main(["contours", "annotate", root, "--frame", "000212", "--segment", "right_eye", "--count", "2"]) == 0
+    first = {f.key: f for f in load_annotations(project.annotations_path)}[("000212", "right_eye")]
+    assert [len(e) for e in first.loops["eye"].extra] == [2, 2]
+    assert main(["contours", "annotate", root, "--frame", "000212", "--segment", "right_eye", "--count", "5",
+                 "--overwrite"]) == 0
+    again = {f.key: f for f in load_annotations(project.annotations_path)}[("000212", "right_eye")]
+    assert [len(e) for e in again.loops["eye"].extra] == [5, 5]

@@ -181,3 +181,24 @@ def test_image_folder_project_compute_with_refinement_and_render(tmp_path, capsy
     # the same folder cannot take another sequence's frames
     assert main(["contours", "detect", str(data_path(*VIDEO)), "--out", root, "--range", "0:2"]) == 2
     assert "another sequence" in capsys.readouterr().err
+
+
+def test_detect_cli_synthesis_flags(tmp_path):
+    out = tmp_path / "p"
+    video = str(data_path(*VIDEO))
+    assert main(["contours", "detect", video, "--out", str(out), "--range", "0:2", "--inner-lips", "synthesize",
+                 "--inner-points", "corner-middle", "--corner-weight", "1", "--middle-weight", "0.5",
+                 "--arc-weight", "0.2", "--inner-smooth", "off", "--resample", "4"]) == 0
+    lips = Project.open(out).load("precomputed", "000001").segments["lips"]
+    s = lips.semantic
+    centre = (s["right_corner"] + s["left_corner"] + s["upper_centre"] + s["lower_centre"]) / 4
+    assert np.allclose(s["inner_right_corner"], s["right_corner"], atol=1e-4)          # weight 1
+    assert np.allclose(s["inner_lower_centre"], (centre + s["lower_centre"]) / 2, atol=1e-4)   # weight 0.5
+    side = lips.contours["inner_lower"][:6]       # straight from the corner to the middle
+    d = polyline_distance(side, np.array([s["inner_right_corner"], s["inner_lower_centre"]]))
+    assert d.max() < 1e-3
+    out2 = tmp_path / "q"
+    assert main(["contours", "detect", video, "--out", str(out2), "--range", "0:2", "--inner-lips", "synthesize",
+                 "--arc-weight", "0.2", "--resample", "4"]) == 0
+    lips2 = Project.open(out2).load("precomputed", "000001").segments["lips"]
+    assert not np.allclose(lips2.contours["inner_upper"], lips.contours["inner_upper"], atol=0.1)

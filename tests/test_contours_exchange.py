@@ -194,3 +194,20 @@ def test_annotation_export_import_remap_and_clashes(project, tmp_path, capsys):
     exported.write_text(json.dumps(doc))
     assert main(["contours", "annotations", "import", str(other), str(exported), "--on-clash", "ours"]) == 2
     assert "009999" in capsys.readouterr().err
+
+
+def test_render_kind_and_margin(project, tmp_path):
+    root = str(project.root)
+    sizes = {}
+    for margin in ("0.1", "1.0"):
+        out = tmp_path / f"m{margin}"
+        assert main(["contours", "render", root, "--out", str(out), "--range", "57:58", "--crop", "--margin", margin,
+                     "--kind", "precomputed"]) == 0
+        sizes[margin] = cv2.imread(str(out / "000057.png")).shape
+    assert sizes["1.0"][1] > sizes["0.1"][1] * 1.4
+    a = tmp_path / "pre"
+    b = tmp_path / "comp"
+    assert main(["contours", "render", root, "--out", str(a), "--range", "57:58", "--kind", "precomputed"]) == 0
+    assert main(["contours", "render", root, "--out", str(b), "--range", "57:58", "--kind", "computed"]) == 0
+    pa, pb = cv2.imread(str(a / "000057.png")), cv2.imread(str(b / "000057.png"))
+    assert pa.shape == pb.shape and not np.array_equal(pa, pb)
