@@ -138,7 +138,7 @@ def measure_video(video: Path, work: Path, settings: ComputeSettings) -> dict:
     from facewire.tracker.offline.sequence import Sequence
 
     t0 = time.perf_counter()
-    project = detect_sequence(video, work / "video")
+    project = detect_sequence(video, work / f"video_{video.stem}")
     detect_fps = len(project.frames) / (time.perf_counter() - t0)
     models = train_models(Project.open(work / "photos"), load_annotations(work / "ann_8.json"), None, settings)
     for frame in Sequence(video):
