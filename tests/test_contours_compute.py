@@ -186,3 +186,13 @@ def test_annotate_overwrite_replaces_the_points(project, tmp_path):
                  "--overwrite"]) == 0
     again = {f.key: f for f in load_annotations(project.annotations_path)}[("000212", "right_eye")]
     assert [len(e) for e in again.loops["eye"].extra] == [5, 5]
+
+
+def test_annotate_rejects_a_frame_with_other_semantic_counts(project, tmp_path, capsys):
+    root = str(tmp_path / "p")
+    assert main(["contours", "detect", str(data_path(*VIDEO)), "--out", root, "--range", "0:3"]) == 0
+    assert main(["contours", "annotate", root, "--frame", "000000", "--segment", "left_eye", "--neutral"]) == 0
+    assert main(["contours", "annotate", root, "--frame", "000002", "--segment", "left_eye", "--mode", "regular",
+                 "--count", "7"]) == 2
+    assert "000002" in capsys.readouterr().err
+    assert len(load_annotations(tmp_path / "p" / "annotations.json")) == 1

@@ -407,14 +407,27 @@ def merge_annotations(ours: list[TrainingFrame], theirs: list[TrainingFrame], on
     return list(merged.values())
 
 
-def check_counts(frames: list[TrainingFrame]) -> None:
-    """Reject frames whose semantic point counts differ from the others' in their segment (by majority)."""
+def _signature(f: TrainingFrame) -> tuple:
+    return tuple(sorted((k, len(v.semantic)) for k, v in f.loops.items()))
+
+
+def check_counts(frames: list[TrainingFrame], new: TrainingFrame | None = None) -> None:
+    """Reject frames whose semantic point counts differ from the others' in their segment: ``new`` against
+    the rest, or else every frame against its segment's most common counts (the neutral frame's on a tie)."""
+    if new is not None:
+        others = [f for f in frames if f.segment == new.segment and f.key != new.key]
+        if others:
+            sigs = [_signature(f) for f in others]
+            common = max(sigs, key=sigs.count)
+            if _signature(new) != common:
+                raise AnnotationError(f"segment {new.segment}: frame {new.name} has semantic point counts "
+                                      f"{_signature(new)} but the segment's other training frames have {common}")
+        return
     for segment in {f.segment for f in frames}:
-        mine = [f for f in frames if f.segment == segment]
-        sig = [tuple(sorted((k, len(v.semantic)) for k, v in f.loops.items())) for f in mine]
-        common = max(set(sig), key=sig.count)
+        mine = sorted((f for f in frames if f.segment == segment), key=lambda f: not f.neutral)
+        sig = [_signature(f) for f in mine]
+        common = max(sig, key=sig.count)
         odd = [f.name for f, s in zip(mine, sig) if s != common]
         if odd:
             raise AnnotationError(f"segment {segment}: frame(s) {', '.join(odd)} have semantic point counts "
                                   f"{[s for s in sig if s != common][0]} but the others have {common}")
-

@@ -85,7 +85,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_annotate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .annotations import AnnotationError, load_annotations, save_annotations, training_from_segment
+    from .annotations import AnnotationError, check_counts, load_annotations, save_annotations, training_from_segment
     from .contour_json import Project
 
     project = Project.open(args.project)
@@ -120,6 +120,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     if args.neutral:
         by_key = {k: (replace(g, neutral=False) if g.segment == args.segment else g) for k, g in by_key.items()}
     by_key[key] = tf
+    check_counts(list(by_key.values()), tf)
     save_annotations(project.annotations_path, list(by_key.values()))
     counts = {k: (len(v.semantic), sum(len(e) for e in v.extra)) for k, v in tf.loops.items()}
     print(f"training frame {args.frame} ({args.segment}): "
@@ -144,11 +145,14 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .contour_json import Project
+    from .contour_json import Project, select_frames
     from .exchange import export_project
 
     project = Project.open(args.project)
-    n = export_project(project, args.out, args.frames, args.prefer, args.segments, args.coordinates, args.range)
+    bar = _progress(len(select_frames(project, args.range)), "export")
+    n = export_project(project, args.out, args.frames, args.prefer, args.segments, args.coordinates, args.range,
+                       bar.update)
+    bar.close()
     print(f"{n} frames -> {args.out}")
     return 0 if n else 1
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from .annotations import load_annotations, training_segment
 from .compute import _resample_of
@@ -29,7 +30,7 @@ def training_frames(project: Project) -> dict[str, ContourFrame]:
 
 def export_project(project: Project, out: Path, kinds: tuple[str, ...] = KINDS, prefer: str = "training",
                    segments: tuple[str, ...] = SEGMENTS, coordinates: str = "normalized",
-                   frame_range: str | None = None) -> int:
+                   frame_range: str | None = None, progress: Callable[[int], None] | None = None) -> int:
     """One file per frame that has a result of an allowed kind; per segment the preferred kind wins. The
     file's kind is the best kind it holds."""
     bad = [k for k in kinds if k not in KINDS]
@@ -42,6 +43,8 @@ def export_project(project: Project, out: Path, kinds: tuple[str, ...] = KINDS, 
     out.mkdir(parents=True, exist_ok=True)
     written = 0
     for entry in select_frames(project, frame_range):
+        if progress:
+            progress(1)
         cands = {k: f for k in ("precomputed", "computed") if k in kinds
                  and (f := project.load(k, entry.name)) is not None}
         if entry.name in training:
