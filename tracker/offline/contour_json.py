@@ -85,17 +85,25 @@ def frame_to_dict(frame: ContourFrame, coordinates: str = "normalized",
     if coordinates not in COORDINATES:
         raise ContourFormatError(f"coordinates must be one of {', '.join(COORDINATES)}, not {coordinates!r}")
     digits = 6 if coordinates == "normalized" else 3
-
-    def conv(p: np.ndarray) -> list:
-        q = to_normalized(p, frame.image_size) if coordinates == "normalized" else np.asarray(p, np.float64)
-        return np.round(q, digits).tolist()
-
-    segs = {}
-    for name, seg in frame.segments.items():
-        if segments is not None and name not in segments:
-            continue
-        segs[name] = {"contours": {k: conv(v) for k, v in seg.contours.items()},
-                      "semantic_points": {k: conv(v) for k, v in seg.semantic.items()}}
+    chosen = [(name, seg) for name, seg in frame.segments.items() if segments is None or name in segments]
+    # Every point of the frame converted and rounded in one pass, then cut back into contours.
+    arrays = [a.reshape(-1, 2) for _, seg in chosen for a in (*seg.contours.values(), *seg.semantic.values())]
+    segs: dict = {}
+    if arrays:
+        allp = np.concatenate(arrays)
+        q = to_normalized(allp, frame.image_size) if coordinates == "normalized" else allp.astype(np.float64)
+        flat = np.round(q, digits).tolist()
+        at = 0
+        for name, seg in chosen:
+            contours = {}
+            for k, v in seg.contours.items():
+                contours[k] = flat[at:at + len(v)]
+                at += len(v)
+            semantic = {}
+            for k in seg.semantic:
+                semantic[k] = flat[at]
+                at += 1
+            segs[name] = {"contours": contours, "semantic_points": semantic}
     return {"format": FORMAT, "version": VERSION, "kind": frame.kind, "frame": frame.name,
             "frame_index": frame.frame_index, "source": frame.source,
             "image_size": [int(frame.image_size[0]), int(frame.image_size[1])],

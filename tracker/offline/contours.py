@@ -107,13 +107,57 @@ def segment_from_mesh(points: np.ndarray, segment: str) -> Segment:
     return Segment(segment, contours, semantic)
 
 
+def _mesh_pieces() -> tuple[dict[int, np.ndarray], list[tuple[str, str, list[tuple[int, int]]]]]:
+    """Every contour's pieces between neighbouring semantic points as mesh vertex rows, grouped by length
+    (so the whole face resamples in two batched passes), and where each piece lands."""
+    groups: dict[int, list[list[int]]] = {}
+    layout = []
+    for seg in SEGMENTS:
+        for spec in SPECS[seg]:
+            v = list(spec.vertices)
+            cuts = [0, len(v) // 2, len(v) - 1] if len(spec.semantic) == 3 else [0, len(v) - 1]
+            places = []
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                piece = v[a:b + 1]
+                groups.setdefault(len(piece), []).append(piece)
+                places.append((len(piece), len(groups[len(piece)]) - 1))
+            layout.append((seg, spec.name, places))
+    return {k: np.array(g) for k, g in groups.items()}, layout
+
+
+_PIECES, _LAYOUT = _mesh_pieces()
+
+
+def arc_resample_batch(lines: np.ndarray, count: int) -> np.ndarray:
+    """``arc_resample`` of B open polylines of V points at once: (B, V, 2) -> (B, count, 2)."""
+    step = np.linalg.norm(np.diff(lines, axis=1), axis=2)                     # (B, V-1)
+    s = np.concatenate([np.zeros((len(lines), 1)), np.cumsum(step, axis=1)], axis=1)
+    total = np.maximum(s[:, -1:], 1e-12)
+    t = total * np.linspace(0.0, 1.0, count)[None]                            # (B, count)
+    idx = np.clip((s[:, None, :-1] <= t[:, :, None]).sum(axis=2) - 1, 0, lines.shape[1] - 2)
+    s0 = np.take_along_axis(s, idx, axis=1)
+    seg = np.maximum(np.take_along_axis(step, idx, axis=1), 1e-12)
+    frac = np.clip((t - s0) / seg, 0.0, 1.0)[..., None]
+    rows = np.arange(len(lines))[:, None]
+    return lines[rows, idx] * (1 - frac) + lines[rows, idx + 1] * frac
+
+
 def face_segments(points: np.ndarray, resample: int | None = DEFAULT_RESAMPLE) -> dict[str, Segment]:
-    """All three segments of one face's mesh, resampled to ``resample`` points per semantic pair (None: raw)."""
-    result = {}
-    for name in SEGMENTS:
-        seg = segment_from_mesh(points, name)
-        result[name] = seg if resample is None else resample_segment(seg, resample)
-    return result
+    """All three segments of one face's mesh, resampled to ``resample`` points per semantic pair (None: raw).
+
+    Same result as ``resample_segment(segment_from_mesh(...))`` for each segment, batched for speed."""
+    raw = {name: segment_from_mesh(points, name) for name in SEGMENTS}
+    if resample is None:
+        return raw
+    if resample < 0:
+        raise ContourError(f"--resample must be 0 or more, not {resample}")
+    pts = np.asarray(points, np.float64)[:, :2]
+    done = {k: arc_resample_batch(pts[rows], resample + 2) for k, rows in _PIECES.items()}
+    contours: dict[str, dict[str, np.ndarray]] = {name: {} for name in SEGMENTS}
+    for seg, contour, places in _LAYOUT:
+        parts = [done[k][i] if j == 0 else done[k][i][1:] for j, (k, i) in enumerate(places)]
+        contours[seg][contour] = np.concatenate(parts)
+    return {name: Segment(name, contours[name], raw[name].semantic) for name in SEGMENTS}
 
 
 def arc_resample(polyline: np.ndarray, count: int) -> np.ndarray:
