@@ -87,11 +87,12 @@ def test_compute_settings_change_the_result(project, tmp_path):
     results = {}
     for key, settings in {"default": ComputeSettings(), "initial": ComputeSettings(initial_smoothness=3.0),
                           "final0": ComputeSettings(final_smoothness=0.0),
+                          "slide": ComputeSettings(slide_semantic=True),
                           "grey": ComputeSettings(iterations=2, grayscale=True),
                           "colour": ComputeSettings(iterations=2, grayscale=False)}.items():
         compute_project(project, "210:212", ("right_eye",), settings, ann)
         results[key] = project.load("computed", "000210").segments["right_eye"].contours["upper"]
-    for key in ("initial", "final0", "grey", "colour"):
+    for key in ("initial", "final0", "slide", "grey", "colour"):
         assert not np.allclose(results[key], results["default"], atol=1e-3), key
     assert np.abs(results["grey"] - results["default"]).max() < 3.0     # refinement stays local
 
@@ -144,7 +145,7 @@ def test_compute_cli_and_annotate_cli(project, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["contours", "compute", root, "--segments", "left_eye", "--range", "200:205",
                  "--final-smoothness", "1", "--initial-smoothness", "1", "--iterations", "1",
-                 "--grayscale", "off"]) == 0
+                 "--grayscale", "off", "--slide-semantic", "on"]) == 0
     doc = json.loads(project.frame_path("computed", "000203").read_text())
     assert doc["kind"] == "computed" and list(doc["segments"]) == ["left_eye"]
     assert main(["contours", "annotate", root, "--frame", "000201", "--segment", "left_eye",

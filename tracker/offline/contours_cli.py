@@ -136,7 +136,7 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
     project = Project.open(args.project)
     settings = ComputeSettings(args.initial_smoothness, args.final_smoothness, args.regularisation,
-                               args.iterations, args.grayscale == "on")
+                               args.iterations, args.grayscale == "on", args.slide_semantic == "on")
     bar = _progress(len(select_frames(project, args.range)), "compute")
     n = compute_project(project, args.range, args.segments, settings, args.annotations, bar.update)
     bar.close()
@@ -313,6 +313,10 @@ def add_contour_commands(sub: argparse._SubParsersAction) -> None:
                         "normal for the intensity profile learnt at the training frames (default 0 = off)")
     p.add_argument("--grayscale", choices=("on", "off"), default="on",
                    help="image refinement on grey levels (on, default) or on the three colour channels")
+    p.add_argument("--slide-semantic", choices=("on", "off"), default="off",
+                   help="also move the semantic points (corners, lip centres) by their learnt 2-D offsets, "
+                        "stretching the contour between them (default off: the correction moves the contour "
+                        "along its normals only)")
     p.set_defaults(func=_run(cmd_compute))
 
     p = cs.add_parser("export", help="write one JSON per frame for other tools",

@@ -8,7 +8,8 @@ motion, roll and distance.
 For every enabled training frame the detected contours x (resampled, optionally smoothed) and the
 annotated ones t (resampled the same way, point for point between the same semantic points) give a
 correction d: how far t lies from x along x's normal at each point (only the normal part moves a
-contour; the part along it is where an annotator happened to put points, and measured as noise). The
+contour; the part along it is where an annotator happened to put points, and measured as noise; with
+``slide_semantic`` the semantic points also move by their own 2-D offsets, stretching the contour). The
 model is d = b + W (x - x_neutral): an offset b per point (what the annotator always does differently:
 the median over the training frames, shrunk towards zero where the frames disagree more than they agree)
 plus a ridge-regularised linear term in how the detected shape differs from the neutral frame's (what
