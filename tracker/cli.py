@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from facewire.client.commands import add_client_commands
     add_client_commands(sub)     # monitor, calibrate, expressions, keys: the client side, no tracker needed
+    from .offline.contours_cli import add_contour_commands
+    add_contour_commands(sub)    # contours detect|annotate|compute|export|import|render|annotations
     return parser
 
 
