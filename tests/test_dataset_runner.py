@@ -80,8 +80,10 @@ def test_local_runner_counts(videos, tmp_path):
     assert seen[-1].done == 1 and seen[-1].frames == 5 and seen[-1].frames_per_second > 0
 
 
-def test_progress_while_a_video_runs(videos, tmp_path):
+def test_progress_while_a_video_runs(videos, tmp_path, monkeypatch):
     """Running videos report frames in batches of 25, so progress moves before any video finishes."""
+    import facewire.tracker.offline.runner as runner
+    monkeypatch.setattr(runner, "POLL_SECONDS", 0.01)   # 120 frames can take less than the usual 0.5 s poll
     seen = []
     report = run_local(videos[:1], tmp_path, DatasetOptions(max_frames=120), 1, seen.append, every=1e-6)
     running = [p for p in seen if p.last is None]

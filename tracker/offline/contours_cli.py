@@ -246,7 +246,8 @@ def add_contour_commands(sub: argparse._SubParsersAction) -> None:
                          description="Offline eye and lip contours: detect them over a video or image folder "
                                      "into a project folder, annotate training frames, compute the per-actor "
                                      "correction, export/import one JSON per frame, render pictures.")
-    cs = top.add_subparsers(dest="contours_command", metavar="STEP", required=True)
+    cs = top.add_subparsers(dest="contours_command", metavar="STEP", required=True,
+                            help="detect, annotate, compute, export, import, render or annotations (see STEP --help)")
 
     p = cs.add_parser("detect", help="precompute contours for every frame of a video or image folder",
                       description="Run the tracker over SEQUENCE and write OUT/precomputed/NAME.json per frame "
