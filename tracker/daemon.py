@@ -31,7 +31,9 @@ import numpy as np
 from .capture import (CameraNotFoundError, CameraSource, CaptureConfig, CaptureError, Frame, LatestFrameReader,
                       format_camera_list, list_cameras, open_source)
 from .drawing import draw_label, draw_points
+from .blendshapes import BlendshapeModel
 from .features import FeatureConfig
+from .landmarks import MeshResult
 from .openseeface import osf_model_points_image
 from .outputs import OutputGroup, default_output_url
 from .packets import OsfLogWriter, RecordBuilder, RecordOptions
@@ -49,8 +51,8 @@ STATUS_EVERY_S = 5.0
 
 #: The blendshape hook: one face's mesh (478x3 image pixels, the attention mesh) -> 52 values 0..1 in
 #: ``facewire.client.arkit.ARKIT_NAMES`` order. Called once per face and frame, and only when an output
-#: needs blendshapes (``"blendshapes" in OutputGroup.needs``). ``DaemonConfig.blendshapes`` is None until
-#: the blendshape model lands; then the outputs send what they do without them (README, "Outputs").
+#: needs blendshapes (``"blendshapes" in OutputGroup.needs``). ``DaemonConfig.blendshapes`` None (the
+#: default) runs MediaPipe's blendshape model (``tracker/blendshapes.py``); a callable replaces it.
 BlendshapeEstimator = Callable[[np.ndarray], np.ndarray]
 
 
@@ -97,8 +99,12 @@ class DaemonConfig:
 
 
 def mesh_for_model(model: int) -> str:
-    """OpenSeeFace's --model picks speed against quality; ours maps onto our two meshes."""
-    return "mesh" if model <= 0 else "attention"
+    """OpenSeeFace's --model picks speed against quality; ours maps onto our three meshes: 0 and below the
+    plain 468-point mesh, 1 to 3 the attention mesh, 4 FaceMesh V2 (about twice as slow, better on turned
+    faces, and the only one with a tongue-out score)."""
+    if model <= 0:
+        return "mesh"
+    return "v2" if model >= 4 else "attention"
 
 
 MAX_FRAME_SIDE = 8192      # -W/-H bound: 8K video fits; larger is a typing mistake that would exhaust memory
@@ -201,8 +207,9 @@ def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
     p.add_argument("--discard-after", type=_int_in(0), default=10, metavar="FRAMES",
                    help="frames a lost face's track is kept, so it continues (same slot if free) when it comes back")
     p.add_argument("--model", type=int, default=3, choices=range(-3, 5), metavar="{-3..4}",
-                   help="speed against quality: 0 and below use the 468-point mesh without irises (fastest); 1 to 4 "
-                        "the 478-point attention mesh with irises")
+                   help="speed against quality: 0 and below use the 468-point mesh without irises and send no "
+                        "blendshapes (fastest); 1 to 3 the 478-point attention mesh with irises; 4 FaceMesh V2 "
+                        "(478 points, about twice as slow, steadier on turned faces, adds tongueOut)")
     p.add_argument("--detector", choices=("auto", "short", "full"), default="auto",
                    help="face detector: short range, full range (small or distant faces), or auto")
     p.add_argument("--gaze-tracking", default=1, **_FLAG01, help="0: send no pupils or blinks")
@@ -410,7 +417,27 @@ def outputs_summary(stats: dict) -> str:
     return "; ".join(parts)
 
 
-ATTENTION_POINTS = 478      # the blendshape model reads the attention mesh (irises included)
+ATTENTION_POINTS = 478      # the blendshape model reads the 478-point meshes (irises included)
+
+#: What ResultStage calls per face: the face's mesh -> 52 scores in ARKIT_NAMES order.
+MeshBlendshapes = Callable[[MeshResult], np.ndarray]
+
+
+def blendshapes_for_run(config: DaemonConfig, needs: frozenset[str]) -> MeshBlendshapes | None:
+    """The per-face blendshape step of this run, or None when no output needs it or the mesh cannot feed it.
+
+    The model loads only here, so a run whose outputs send no blendshapes never pays for it. Under
+    --mirror-input the image shows a mirrored face, so Left/Right are swapped back to the subject's sides;
+    FaceMesh V2 (--model 4) adds its tongue-out score. A hook in ``config.blendshapes`` replaces the model.
+    """
+    if "blendshapes" not in needs or config.tracking.mesh == "mesh":
+        return None
+    if config.blendshapes is not None:
+        hook = config.blendshapes
+        return lambda mesh: hook(mesh.points)
+    model = BlendshapeModel(threads=config.tracking.threads)
+    mirrored = config.capture.mirror
+    return lambda mesh: model(mesh.points, tongue_out=mesh.tongue_out, mirrored=mirrored).scores
 
 
 class ResultStage:
@@ -422,7 +449,7 @@ class ResultStage:
     """
 
     def __init__(self, needs: frozenset[str], records: RecordBuilder, face_id_offset: int = 0,
-                 blendshapes: BlendshapeEstimator | None = None) -> None:
+                 blendshapes: MeshBlendshapes | None = None) -> None:
         self.records = records
         self.results = ResultBuilder(face_id_offset=face_id_offset)
         self.poses = PoseEstimator() if "pose" in needs else None
@@ -438,22 +465,17 @@ class ResultStage:
             pose = None if self.poses is None else self.poses.estimate(face.mesh.points, size)
             blendshapes = None
             if self.blendshapes is not None and len(face.mesh.points) == ATTENTION_POINTS:
-                blendshapes = self.blendshapes(face.mesh.points)
+                blendshapes = self.blendshapes(face.mesh)
             results.append(self.results.face(record.id, face, record, pose, blendshapes, self.with_mesh))
         return ResultBuilder.frame(number, frame.timestamp, frame.monotonic, time.time(), size, results)
 
 
 def _warn_about_blendshapes(config: DaemonConfig, outputs: OutputGroup) -> None:
-    """Say once, at start, when outputs ask for blendshapes that this run cannot compute."""
+    """Say once, at start, when outputs ask for blendshapes that this run cannot compute (--model 0)."""
     wanting = [o.name for o in outputs.outputs if "blendshapes" in o.needs]
-    if not wanting:
+    if not wanting or config.tracking.mesh != "mesh":
         return
-    if config.blendshapes is None:
-        why = "blendshapes are not computed yet (Facewire has no blendshape model yet)"
-    elif config.tracking.mesh != "attention":
-        why = "blendshapes need the 478-point attention mesh, and --model 0 tracks the 468-point mesh"
-    else:
-        return
+    why = "blendshapes need a 478-point mesh, and --model 0 and below track the 468-point mesh"
     log.warning("%s; %s send%s without them (README, \"Outputs\": what each format sends then)", why,
                 ", ".join(wanting), "s" * (len(wanting) == 1))
 
@@ -488,7 +510,8 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
         _warn_about_blendshapes(config, outputs)
         tracker = FaceTracker(config.tracking)
         builder = RecordBuilder(config.records)
-        results = ResultStage(outputs.needs, builder, config.records.face_id_offset, config.blendshapes)
+        results = ResultStage(outputs.needs, builder, config.records.face_id_offset,
+                              blendshapes_for_run(config, outputs.needs))
         source = open_source(config.capture, stop=stop)
         live = isinstance(source, CameraSource) or config.capture.pace
         reader = LatestFrameReader(source) if live else None
