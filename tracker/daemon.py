@@ -1,6 +1,6 @@
 """The tracking daemon, with OpenSeeFace's command line:
 
-    capture -> track -> one immutable FrameResult per frame -> smooth -> every --output
+    capture -> track -> one immutable FrameResult per frame -> smooth (One Euro) -> every --output
 
 ``facetracker`` accepts OpenSeeFace's ``facetracker.py`` flags with the same meanings, so a VTuber can
 swap one for the other; ``facewire track`` is the same daemon. Everything the loop needs is one
@@ -21,9 +21,9 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import cv2
 import numpy as np
@@ -38,8 +38,10 @@ from .openseeface import osf_model_points_image
 from .outputs import OutputGroup, default_output_url
 from .packets import OsfLogWriter, RecordBuilder, RecordOptions
 from .pose import PoseEstimator
-from .result import FrameResult, ResultBuilder
+from .result import FaceResult, FrameResult, Pose, ResultBuilder
 from .runtime import ModelError
+from .smoothing import (GROUPS, FaceSmoother, OneEuroParams, SmoothingConfig, add_smoothing_arguments,
+                        smoothing_config_from_args)
 from .tracking import FaceTracker, TrackedFace, TrackingConfig
 from .transport import TransportError
 
@@ -54,15 +56,6 @@ STATUS_EVERY_S = 5.0
 #: needs blendshapes (``"blendshapes" in OutputGroup.needs``). ``DaemonConfig.blendshapes`` None (the
 #: default) runs MediaPipe's blendshape model (``tracker/blendshapes.py``); a callable replaces it.
 BlendshapeEstimator = Callable[[np.ndarray], np.ndarray]
-
-
-def smooth(frame_result: FrameResult) -> FrameResult:
-    """The smoothing stage, between tracking and the outputs: the identity until the One Euro smoother
-    lands. The loop calls it exactly once per frame, on the finished ``FrameResult``; a smoother returns a
-    new (smoothed) ``FrameResult`` and keeps its per-track state itself (``FaceResult.id`` is the stable
-    track id). The OpenSeeFace record in ``FaceResult.osf`` is OpenSeeFace's own, unsmoothed, as it sends it.
-    """
-    return frame_result
 
 
 @dataclass(frozen=True)
@@ -91,6 +84,7 @@ class DaemonConfig:
     records: RecordOptions = field(default_factory=RecordOptions)
     output: OutputConfig = field(default_factory=OutputConfig)
     max_frames: int | None = None      # stop after this many frames (None: until the input ends)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     blendshapes: BlendshapeEstimator | None = None    # the blendshape hook (see BlendshapeEstimator)
 
     def __post_init__(self) -> None:
@@ -234,6 +228,7 @@ def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
     p.add_argument("--frames", type=_int_in(0), default=0, metavar="N",
                    help="stop after N frames (0: no limit, run until the input ends)")
     p.add_argument("--verbose", action="store_true", help="log debugging detail")
+    add_smoothing_arguments(p)
     return p
 
 
@@ -265,7 +260,8 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
                           visualize=args.visualize, pnp_points=args.pnp_points,
                           video_out=args.video_out, video_scale=args.video_scale, video_fps=args.video_fps,
                           log_data=args.log_data, silent=bool(args.silent))
-    return DaemonConfig(capture, tracking, records, output, max_frames=args.frames or None)
+    return DaemonConfig(capture, tracking, records, output, max_frames=args.frames or None,
+                        smoothing=smoothing_config_from_args(args))
 
 
 def quiet_video_decoders() -> None:
@@ -470,6 +466,106 @@ class ResultStage:
         return ResultBuilder.frame(number, frame.timestamp, frame.monotonic, time.time(), size, results)
 
 
+#: Strength -> One Euro settings: 0.5 is the configured filter (the --smooth-* flags), 1 divides its
+#: min_cutoff and beta by STRENGTH_RANGE (steadier, more lag), towards 0 multiplies them by it; 0 is off.
+STRENGTH_RANGE = 4.0
+DEFAULT_STRENGTH = 0.5
+
+# The FaceResult fields each smoother filters, with the signal group whose settings (and strength) it uses.
+# points68 and the mesh are both "points" but filtered apart, so each keeps its own face-size scale.
+_PARTS = {"points68": "points", "mesh": "points", "pose": "pose", "blendshapes": "blendshapes", "gaze": "gaze"}
+
+
+def scaled_params(params: OneEuroParams, strength: float) -> OneEuroParams:
+    """The One Euro settings for a smoothing strength in (0, 1] (see STRENGTH_RANGE)."""
+    factor = STRENGTH_RANGE ** (1.0 - 2.0 * float(strength))
+    return OneEuroParams(params.min_cutoff * factor, params.beta * factor, params.d_cutoff)
+
+
+def _readonly(array: np.ndarray, dtype=np.float32) -> np.ndarray:
+    out = np.array(array, dtype=dtype, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+class ResultSmoother:
+    """The smoothing stage between tracking and the outputs: One Euro filters (``tracker/smoothing.py``) over
+    each face's 68 points, mesh, head pose (quaternion + translation, and the yaw/pitch/roll angles),
+    blendshapes and gaze, per track id (``FaceResult.id``), returning a new ``FrameResult``.
+
+    The OpenSeeFace record (``FaceResult.osf``) is left as OpenSeeFace computes and sends it, unsmoothed:
+    OpenSeeFace's own consumers smooth its records themselves, and our ``osf://`` output stays byte-for-byte
+    what OpenSeeFace would send. The eye openness and features, which come from that record, are left too.
+
+    Each signal group has a strength (the dashboard's sliders): 0 passes it through unchanged, 0.5 is the
+    configured filter, 1 the steadiest (``scaled_params``). Changing a group's strength restarts only that
+    group's filters, so its next frame is the raw value and the filter settles again from there.
+    """
+
+    def __init__(self, config: SmoothingConfig, strengths: Mapping[str, float] | None = None) -> None:
+        self.config = config
+        self._strengths: dict[str, float] = {}
+        self._smoothers: dict[str, FaceSmoother | None] = {}
+        start = DEFAULT_STRENGTH if config.enabled else 0.0
+        self.set_strengths({group: start for group in GROUPS} | dict(strengths or {}))
+
+    @property
+    def strengths(self) -> dict[str, float]:
+        return dict(self._strengths)
+
+    def set_strengths(self, strengths: Mapping[str, float]) -> None:
+        """Change the strength of the groups named (0..1); unnamed groups keep theirs."""
+        for group, value in strengths.items():
+            if group not in GROUPS:
+                raise ValueError(f"unknown smoothing group {group!r}; the groups are {', '.join(GROUPS)}")
+            value = float(value)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"smoothing strength of {group} must lie between 0 and 1, not {value}")
+            if self._strengths.get(group) == value:
+                continue
+            self._strengths[group] = value
+            for part, part_group in _PARTS.items():
+                if part_group == group:
+                    self._smoothers[part] = None if value == 0.0 else FaceSmoother(
+                        replace(SmoothingConfig(), **{group: scaled_params(self.config.params(group), value)}))
+
+    def __call__(self, frame_result: FrameResult, timestamp_s: float, new_ids: set[int] | frozenset[int] = frozenset(),
+                 live_ids: set[int] | None = None) -> FrameResult:
+        """Smooth one frame at ``timestamp_s`` seconds. ``new_ids``: faces whose track starts (or returns) in this
+        frame, whose filters restart; ``live_ids``: the ids still tracked (lost but kept included), the others'
+        filters are dropped (default: the faces of this frame)."""
+        live = {f.id for f in frame_result.faces} if live_ids is None else set(live_ids)
+        smoothers = [sm for sm in self._smoothers.values() if sm is not None]
+        for smoother in smoothers:
+            smoother.forget_except(live)
+            for face_id in new_ids:
+                smoother.reset(face_id)
+        if not smoothers or not frame_result.faces:
+            return frame_result
+        return replace(frame_result, faces=tuple(self._face(face, timestamp_s) for face in frame_result.faces))
+
+    def _face(self, face: FaceResult, t: float) -> FaceResult:
+        sm, changes = self._smoothers, {}
+        if sm["points68"] is not None:
+            changes["points68"] = _readonly(sm["points68"].apply(face.id, t, {"points": face.points68})["points"])
+        if sm["mesh"] is not None and face.mesh is not None:
+            changes["mesh"] = _readonly(sm["mesh"].apply(face.id, t, {"points": face.mesh})["points"])
+        if sm["pose"] is not None and face.pose is not None:
+            p = face.pose
+            out = sm["pose"].apply(face.id, t, {"pose": np.concatenate([p.quaternion, p.translation]),
+                                                "angles": np.array([p.yaw, p.pitch, p.roll], np.float64)})
+            yaw, pitch, roll = (float(a) for a in out["angles"])
+            changes["pose"] = Pose(yaw, pitch, roll, _readonly(out["pose"][:4], np.float64),
+                                   _readonly(out["pose"][4:], np.float64))
+        if sm["blendshapes"] is not None and face.blendshapes is not None:
+            out = sm["blendshapes"].apply(face.id, t, {"blendshapes": face.blendshapes})["blendshapes"]
+            changes["blendshapes"] = _readonly(out)
+        if sm["gaze"] is not None:
+            gaze = sm["gaze"].apply(face.id, t, {"gaze": np.stack([face.gaze_right, face.gaze_left])})["gaze"]
+            changes["gaze_right"], changes["gaze_left"] = _readonly(gaze[0]), _readonly(gaze[1])
+        return replace(face, **changes)
+
+
 def _warn_about_blendshapes(config: DaemonConfig, outputs: OutputGroup) -> None:
     """Say once, at start, when outputs ask for blendshapes that this run cannot compute (--model 0)."""
     wanting = [o.name for o in outputs.outputs if "blendshapes" in o.needs]
@@ -523,6 +619,9 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
         if log_file:
             resources.callback(log_file.close)
         log_writer = OsfLogWriter(log_file, float(config.capture.fps or 0)) if log_file else None
+        smoother = ResultSmoother(config.smoothing)
+        frame_s = 1.0 / (source.fps or 30.0)     # an unpaced video's or images' own time between frames
+        offset = config.records.face_id_offset
         stats = RunStats()
         arrivals: deque[float] = deque(maxlen=RATE_WINDOW)     # for the window's label only
         last_status = time.perf_counter()
@@ -532,7 +631,10 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
         for frame in _frames(source, reader, stop):
             started = time.perf_counter()
             faces = tracker.update(frame.image)
-            frame_result = smooth(results(stats.frames + 1, frame, faces))
+            raw = results(stats.frames + 1, frame, faces)
+            new_ids = {result.id for face, result in zip(faces, raw.faces) if face.new}
+            frame_result = smoother(raw, frame.monotonic if live else (stats.frames + 1) * frame_s, new_ids,
+                                    {track_id + offset for track_id in tracker.track_ids()})
             outputs.send(frame_result)
             sent = time.perf_counter()
             builder.forget_except(tracker.track_ids())
