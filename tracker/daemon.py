@@ -229,6 +229,13 @@ def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
                    help="stop after N frames (0: no limit, run until the input ends)")
     p.add_argument("--verbose", action="store_true", help="log debugging detail")
     add_smoothing_arguments(p)
+    # Help spells the settings with hyphens: an underscored upper-case word reads as argparse's dest name.
+    for action in p._actions:
+        if action.dest.startswith("smooth_"):
+            action.metavar = "MIN-CUTOFF,BETA[,D-CUTOFF]"
+    for group in p._action_groups:
+        if group.title == "smoothing" and group.description:
+            group.description = group.description.replace("MIN_CUTOFF", "MIN-CUTOFF").replace("D_CUTOFF", "D-CUTOFF")
     return p
 
 
