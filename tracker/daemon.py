@@ -1,6 +1,6 @@
 """The tracking daemon, with OpenSeeFace's command line:
 
-    capture -> track -> one immutable FrameResult per frame -> smooth -> every --output
+    capture -> track -> one immutable FrameResult per frame -> smooth (One Euro) -> every --output
 
 ``facetracker`` accepts OpenSeeFace's ``facetracker.py`` flags with the same meanings, so a VTuber can
 swap one for the other; ``facewire track`` is the same daemon. Everything the loop needs is one
@@ -21,9 +21,9 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import cv2
 import numpy as np
@@ -31,13 +31,17 @@ import numpy as np
 from .capture import (CameraNotFoundError, CameraSource, CaptureConfig, CaptureError, Frame, LatestFrameReader,
                       format_camera_list, list_cameras, open_source)
 from .drawing import draw_label, draw_points
+from .blendshapes import BlendshapeModel
 from .features import FeatureConfig
+from .landmarks import MeshResult
 from .openseeface import osf_model_points_image
 from .outputs import OutputGroup, default_output_url
 from .packets import OsfLogWriter, RecordBuilder, RecordOptions
 from .pose import PoseEstimator
-from .result import FrameResult, ResultBuilder
+from .result import FaceResult, FrameResult, Pose, ResultBuilder
 from .runtime import ModelError
+from .smoothing import (GROUPS, FaceSmoother, OneEuroParams, SmoothingConfig, add_smoothing_arguments,
+                        smoothing_config_from_args)
 from .tracking import FaceTracker, TrackedFace, TrackingConfig
 from .transport import TransportError
 
@@ -49,18 +53,9 @@ STATUS_EVERY_S = 5.0
 
 #: The blendshape hook: one face's mesh (478x3 image pixels, the attention mesh) -> 52 values 0..1 in
 #: ``facewire.client.arkit.ARKIT_NAMES`` order. Called once per face and frame, and only when an output
-#: needs blendshapes (``"blendshapes" in OutputGroup.needs``). ``DaemonConfig.blendshapes`` is None until
-#: the blendshape model lands; then the outputs send what they do without them (README, "Outputs").
+#: needs blendshapes (``"blendshapes" in OutputGroup.needs``). ``DaemonConfig.blendshapes`` None (the
+#: default) runs MediaPipe's blendshape model (``tracker/blendshapes.py``); a callable replaces it.
 BlendshapeEstimator = Callable[[np.ndarray], np.ndarray]
-
-
-def smooth(frame_result: FrameResult) -> FrameResult:
-    """The smoothing stage, between tracking and the outputs: the identity until the One Euro smoother
-    lands. The loop calls it exactly once per frame, on the finished ``FrameResult``; a smoother returns a
-    new (smoothed) ``FrameResult`` and keeps its per-track state itself (``FaceResult.id`` is the stable
-    track id). The OpenSeeFace record in ``FaceResult.osf`` is OpenSeeFace's own, unsmoothed, as it sends it.
-    """
-    return frame_result
 
 
 @dataclass(frozen=True)
@@ -89,6 +84,7 @@ class DaemonConfig:
     records: RecordOptions = field(default_factory=RecordOptions)
     output: OutputConfig = field(default_factory=OutputConfig)
     max_frames: int | None = None      # stop after this many frames (None: until the input ends)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     blendshapes: BlendshapeEstimator | None = None    # the blendshape hook (see BlendshapeEstimator)
 
     def __post_init__(self) -> None:
@@ -97,8 +93,12 @@ class DaemonConfig:
 
 
 def mesh_for_model(model: int) -> str:
-    """OpenSeeFace's --model picks speed against quality; ours maps onto our two meshes."""
-    return "mesh" if model <= 0 else "attention"
+    """OpenSeeFace's --model picks speed against quality; ours maps onto our three meshes: 0 and below the
+    plain 468-point mesh, 1 to 3 the attention mesh, 4 FaceMesh V2 (about twice as slow, better on turned
+    faces, and the only one with a tongue-out score)."""
+    if model <= 0:
+        return "mesh"
+    return "v2" if model >= 4 else "attention"
 
 
 MAX_FRAME_SIDE = 8192      # -W/-H bound: 8K video fits; larger is a typing mistake that would exhaust memory
@@ -201,8 +201,9 @@ def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
     p.add_argument("--discard-after", type=_int_in(0), default=10, metavar="FRAMES",
                    help="frames a lost face's track is kept, so it continues (same slot if free) when it comes back")
     p.add_argument("--model", type=int, default=3, choices=range(-3, 5), metavar="{-3..4}",
-                   help="speed against quality: 0 and below use the 468-point mesh without irises (fastest); 1 to 4 "
-                        "the 478-point attention mesh with irises")
+                   help="speed against quality: 0 and below use the 468-point mesh without irises and send no "
+                        "blendshapes (fastest); 1 to 3 the 478-point attention mesh with irises; 4 FaceMesh V2 "
+                        "(478 points, about twice as slow, steadier on turned faces, adds tongueOut)")
     p.add_argument("--detector", choices=("auto", "short", "full"), default="auto",
                    help="face detector: short range, full range (small or distant faces), or auto")
     p.add_argument("--gaze-tracking", default=1, **_FLAG01, help="0: send no pupils or blinks")
@@ -227,6 +228,14 @@ def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
     p.add_argument("--frames", type=_int_in(0), default=0, metavar="N",
                    help="stop after N frames (0: no limit, run until the input ends)")
     p.add_argument("--verbose", action="store_true", help="log debugging detail")
+    add_smoothing_arguments(p)
+    # Help spells the settings with hyphens: an underscored upper-case word reads as argparse's dest name.
+    for action in p._actions:
+        if action.dest.startswith("smooth_"):
+            action.metavar = "MIN-CUTOFF,BETA[,D-CUTOFF]"
+    for group in p._action_groups:
+        if group.title == "smoothing" and group.description:
+            group.description = group.description.replace("MIN_CUTOFF", "MIN-CUTOFF").replace("D_CUTOFF", "D-CUTOFF")
     return p
 
 
@@ -258,7 +267,8 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
                           visualize=args.visualize, pnp_points=args.pnp_points,
                           video_out=args.video_out, video_scale=args.video_scale, video_fps=args.video_fps,
                           log_data=args.log_data, silent=bool(args.silent))
-    return DaemonConfig(capture, tracking, records, output, max_frames=args.frames or None)
+    return DaemonConfig(capture, tracking, records, output, max_frames=args.frames or None,
+                        smoothing=smoothing_config_from_args(args))
 
 
 def quiet_video_decoders() -> None:
@@ -410,7 +420,27 @@ def outputs_summary(stats: dict) -> str:
     return "; ".join(parts)
 
 
-ATTENTION_POINTS = 478      # the blendshape model reads the attention mesh (irises included)
+ATTENTION_POINTS = 478      # the blendshape model reads the 478-point meshes (irises included)
+
+#: What ResultStage calls per face: the face's mesh -> 52 scores in ARKIT_NAMES order.
+MeshBlendshapes = Callable[[MeshResult], np.ndarray]
+
+
+def blendshapes_for_run(config: DaemonConfig, needs: frozenset[str]) -> MeshBlendshapes | None:
+    """The per-face blendshape step of this run, or None when no output needs it or the mesh cannot feed it.
+
+    The model loads only here, so a run whose outputs send no blendshapes never pays for it. Under
+    --mirror-input the image shows a mirrored face, so Left/Right are swapped back to the subject's sides;
+    FaceMesh V2 (--model 4) adds its tongue-out score. A hook in ``config.blendshapes`` replaces the model.
+    """
+    if "blendshapes" not in needs or config.tracking.mesh == "mesh":
+        return None
+    if config.blendshapes is not None:
+        hook = config.blendshapes
+        return lambda mesh: hook(mesh.points)
+    model = BlendshapeModel(threads=config.tracking.threads)
+    mirrored = config.capture.mirror
+    return lambda mesh: model(mesh.points, tongue_out=mesh.tongue_out, mirrored=mirrored).scores
 
 
 class ResultStage:
@@ -422,7 +452,7 @@ class ResultStage:
     """
 
     def __init__(self, needs: frozenset[str], records: RecordBuilder, face_id_offset: int = 0,
-                 blendshapes: BlendshapeEstimator | None = None) -> None:
+                 blendshapes: MeshBlendshapes | None = None) -> None:
         self.records = records
         self.results = ResultBuilder(face_id_offset=face_id_offset)
         self.poses = PoseEstimator() if "pose" in needs else None
@@ -438,22 +468,117 @@ class ResultStage:
             pose = None if self.poses is None else self.poses.estimate(face.mesh.points, size)
             blendshapes = None
             if self.blendshapes is not None and len(face.mesh.points) == ATTENTION_POINTS:
-                blendshapes = self.blendshapes(face.mesh.points)
+                blendshapes = self.blendshapes(face.mesh)
             results.append(self.results.face(record.id, face, record, pose, blendshapes, self.with_mesh))
         return ResultBuilder.frame(number, frame.timestamp, frame.monotonic, time.time(), size, results)
 
 
+#: Strength -> One Euro settings: 0.5 is the configured filter (the --smooth-* flags), 1 divides its
+#: min_cutoff and beta by STRENGTH_RANGE (steadier, more lag), towards 0 multiplies them by it; 0 is off.
+STRENGTH_RANGE = 4.0
+DEFAULT_STRENGTH = 0.5
+
+# The FaceResult fields each smoother filters, with the signal group whose settings (and strength) it uses.
+# points68 and the mesh are both "points" but filtered apart, so each keeps its own face-size scale.
+_PARTS = {"points68": "points", "mesh": "points", "pose": "pose", "blendshapes": "blendshapes", "gaze": "gaze"}
+
+
+def scaled_params(params: OneEuroParams, strength: float) -> OneEuroParams:
+    """The One Euro settings for a smoothing strength in (0, 1] (see STRENGTH_RANGE)."""
+    factor = STRENGTH_RANGE ** (1.0 - 2.0 * float(strength))
+    return OneEuroParams(params.min_cutoff * factor, params.beta * factor, params.d_cutoff)
+
+
+def _readonly(array: np.ndarray, dtype=np.float32) -> np.ndarray:
+    out = np.array(array, dtype=dtype, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+class ResultSmoother:
+    """The smoothing stage between tracking and the outputs: One Euro filters (``tracker/smoothing.py``) over
+    each face's 68 points, mesh, head pose (quaternion + translation, and the yaw/pitch/roll angles),
+    blendshapes and gaze, per track id (``FaceResult.id``), returning a new ``FrameResult``.
+
+    The OpenSeeFace record (``FaceResult.osf``) is left as OpenSeeFace computes and sends it, unsmoothed:
+    OpenSeeFace's own consumers smooth its records themselves, and our ``osf://`` output stays byte-for-byte
+    what OpenSeeFace would send. The eye openness and features, which come from that record, are left too.
+
+    Each signal group has a strength (the dashboard's sliders): 0 passes it through unchanged, 0.5 is the
+    configured filter, 1 the steadiest (``scaled_params``). Changing a group's strength restarts only that
+    group's filters, so its next frame is the raw value and the filter settles again from there.
+    """
+
+    def __init__(self, config: SmoothingConfig, strengths: Mapping[str, float] | None = None) -> None:
+        self.config = config
+        self._strengths: dict[str, float] = {}
+        self._smoothers: dict[str, FaceSmoother | None] = {}
+        start = DEFAULT_STRENGTH if config.enabled else 0.0
+        self.set_strengths({group: start for group in GROUPS} | dict(strengths or {}))
+
+    @property
+    def strengths(self) -> dict[str, float]:
+        return dict(self._strengths)
+
+    def set_strengths(self, strengths: Mapping[str, float]) -> None:
+        """Change the strength of the groups named (0..1); unnamed groups keep theirs."""
+        for group, value in strengths.items():
+            if group not in GROUPS:
+                raise ValueError(f"unknown smoothing group {group!r}; the groups are {', '.join(GROUPS)}")
+            value = float(value)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"smoothing strength of {group} must lie between 0 and 1, not {value}")
+            if self._strengths.get(group) == value:
+                continue
+            self._strengths[group] = value
+            for part, part_group in _PARTS.items():
+                if part_group == group:
+                    self._smoothers[part] = None if value == 0.0 else FaceSmoother(
+                        replace(SmoothingConfig(), **{group: scaled_params(self.config.params(group), value)}))
+
+    def __call__(self, frame_result: FrameResult, timestamp_s: float, new_ids: set[int] | frozenset[int] = frozenset(),
+                 live_ids: set[int] | None = None) -> FrameResult:
+        """Smooth one frame at ``timestamp_s`` seconds. ``new_ids``: faces whose track starts (or returns) in this
+        frame, whose filters restart; ``live_ids``: the ids still tracked (lost but kept included), the others'
+        filters are dropped (default: the faces of this frame)."""
+        live = {f.id for f in frame_result.faces} if live_ids is None else set(live_ids)
+        smoothers = [sm for sm in self._smoothers.values() if sm is not None]
+        for smoother in smoothers:
+            smoother.forget_except(live)
+            for face_id in new_ids:
+                smoother.reset(face_id)
+        if not smoothers or not frame_result.faces:
+            return frame_result
+        return replace(frame_result, faces=tuple(self._face(face, timestamp_s) for face in frame_result.faces))
+
+    def _face(self, face: FaceResult, t: float) -> FaceResult:
+        sm, changes = self._smoothers, {}
+        if sm["points68"] is not None:
+            changes["points68"] = _readonly(sm["points68"].apply(face.id, t, {"points": face.points68})["points"])
+        if sm["mesh"] is not None and face.mesh is not None:
+            changes["mesh"] = _readonly(sm["mesh"].apply(face.id, t, {"points": face.mesh})["points"])
+        if sm["pose"] is not None and face.pose is not None:
+            p = face.pose
+            out = sm["pose"].apply(face.id, t, {"pose": np.concatenate([p.quaternion, p.translation]),
+                                                "angles": np.array([p.yaw, p.pitch, p.roll], np.float64)})
+            yaw, pitch, roll = (float(a) for a in out["angles"])
+            changes["pose"] = Pose(yaw, pitch, roll, _readonly(out["pose"][:4], np.float64),
+                                   _readonly(out["pose"][4:], np.float64))
+        if sm["blendshapes"] is not None and face.blendshapes is not None:
+            out = sm["blendshapes"].apply(face.id, t, {"blendshapes": face.blendshapes})["blendshapes"]
+            changes["blendshapes"] = _readonly(out)
+        if sm["gaze"] is not None:
+            gaze = sm["gaze"].apply(face.id, t, {"gaze": np.stack([face.gaze_right, face.gaze_left])})["gaze"]
+            changes["gaze_right"], changes["gaze_left"] = _readonly(gaze[0]), _readonly(gaze[1])
+        return replace(face, **changes)
+
+
 def _warn_about_blendshapes(config: DaemonConfig, outputs: OutputGroup) -> None:
-    """Say once, at start, when outputs ask for blendshapes that this run cannot compute."""
+    """Say once, at start, when outputs ask for blendshapes that this run cannot compute (--model 0)."""
     wanting = [o.name for o in outputs.outputs if "blendshapes" in o.needs]
-    if not wanting:
+    if not wanting or config.tracking.mesh != "mesh":
         return
-    if config.blendshapes is None:
-        why = "blendshapes are not computed yet (Facewire has no blendshape model yet)"
-    elif config.tracking.mesh != "attention":
-        why = "blendshapes need the 478-point attention mesh, and --model 0 tracks the 468-point mesh"
-    else:
-        return
+    why = "blendshapes need a 478-point mesh, and --model 0 and below track the 468-point mesh"
     log.warning("%s; %s send%s without them (README, \"Outputs\": what each format sends then)", why,
                 ", ".join(wanting), "s" * (len(wanting) == 1))
 
@@ -488,7 +613,8 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
         _warn_about_blendshapes(config, outputs)
         tracker = FaceTracker(config.tracking)
         builder = RecordBuilder(config.records)
-        results = ResultStage(outputs.needs, builder, config.records.face_id_offset, config.blendshapes)
+        results = ResultStage(outputs.needs, builder, config.records.face_id_offset,
+                              blendshapes_for_run(config, outputs.needs))
         source = open_source(config.capture, stop=stop)
         live = isinstance(source, CameraSource) or config.capture.pace
         reader = LatestFrameReader(source) if live else None
@@ -500,6 +626,9 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
         if log_file:
             resources.callback(log_file.close)
         log_writer = OsfLogWriter(log_file, float(config.capture.fps or 0)) if log_file else None
+        smoother = ResultSmoother(config.smoothing)
+        frame_s = 1.0 / (source.fps or 30.0)     # an unpaced video's or images' own time between frames
+        offset = config.records.face_id_offset
         stats = RunStats()
         arrivals: deque[float] = deque(maxlen=RATE_WINDOW)     # for the window's label only
         last_status = time.perf_counter()
@@ -509,7 +638,10 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
         for frame in _frames(source, reader, stop):
             started = time.perf_counter()
             faces = tracker.update(frame.image)
-            frame_result = smooth(results(stats.frames + 1, frame, faces))
+            raw = results(stats.frames + 1, frame, faces)
+            new_ids = {result.id for face, result in zip(faces, raw.faces) if face.new}
+            frame_result = smoother(raw, frame.monotonic if live else (stats.frames + 1) * frame_s, new_ids,
+                                    {track_id + offset for track_id in tracker.track_ids()})
             outputs.send(frame_result)
             sent = time.perf_counter()
             builder.forget_except(tracker.track_ids())
