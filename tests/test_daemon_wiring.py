@@ -154,3 +154,49 @@ def test_smoothing_flags_reach_the_daemon_and_bad_ones_are_refused(capsys):
     with pytest.raises(SystemExit) as stop:
         build_parser().parse_args(["--smooth-pose", "fast"])
     assert stop.value.code == 2 and "--smooth-pose" in capsys.readouterr().err
+
+
+def test_dashboard_controls_pause_and_mirror_a_running_daemon(monkeypatch):
+    """The controls the page writes, taken up by the real loop (``--web``; no browser needed here: the test
+    holds the daemon's TrackerControls): pause stops the output, mirror flips the tracked face."""
+    pytest.importorskip("websockets", reason="the dashboard needs the web extra: pip install -e '.[web]'")
+    import facewire.tracker.daemon as daemon
+    made = []
+
+    class Recorded(daemon.TrackerControls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+    monkeypatch.setattr(daemon, "TrackerControls", Recorded)
+    port = _free_port()
+    got = []
+    stop = threading.Event()
+    config = config_from_args(build_parser().parse_args(
+        ["-c", str(data_path(*VIDEO)), "--repeat-video", "1", "--pace-video", "1", "-s", "1",
+         "--web", "127.0.0.1:0", "--output", f"msgpack://127.0.0.1:{port}"]))
+    with MsgpackReceiver(port=port, expire_after=60, on_frame=got.append):
+        thread = threading.Thread(target=daemon.run, args=(config, stop), daemon=True)
+        thread.start()
+        try:
+            _wait_for(lambda: len(got) >= 10, 60)
+            assert made and len(got) >= 10
+            controls = made[0]
+            width = 400
+            before = np.mean([f[0].points68[:, 0].mean() for f in got[-5:] if f])
+            controls.update({"paused": True})
+            _wait_for(lambda: controls.applied.version == controls.state.version, 10)
+            time.sleep(0.3)
+            paused_at = len(got)
+            time.sleep(0.8)
+            assert len(got) == paused_at, "frames still sent while paused"
+            controls.update({"paused": False, "mirror": True})
+            _wait_for(lambda: len(got) >= paused_at + 15, 20)
+            faces = [f[0] for f in got[paused_at + 5:] if f]
+            assert faces
+            after = np.mean([f.points68[:, 0].mean() for f in faces])
+            assert abs(after - (width - 1 - before)) < 15          # the face now sits at its mirror position
+            assert abs(after - before) > 20                         # and that is somewhere else
+        finally:
+            stop.set()
+            thread.join(20)
+    assert not thread.is_alive()
