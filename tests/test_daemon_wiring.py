@@ -200,3 +200,38 @@ def test_dashboard_controls_pause_and_mirror_a_running_daemon(monkeypatch):
             stop.set()
             thread.join(20)
     assert not thread.is_alive()
+
+
+def test_smoothing_strengths_order_the_steadiness_and_zero_passes_through(monkeypatch):
+    """The dashboard's strengths on the daemon's smoother, over the FrameResults of a real run: 0 is the raw
+    value, and the steadiness of the points grows with the strength."""
+    import facewire.tracker.daemon as daemon
+    from facewire.tracker.smoothing import SmoothingConfig
+    raw_frames = []
+    real = daemon.ResultSmoother.__call__
+
+    def record(self, frame_result, *args, **kwargs):
+        raw_frames.append(frame_result)
+        return real(self, frame_result, *args, **kwargs)
+    monkeypatch.setattr(daemon.ResultSmoother, "__call__", record)
+    port = _free_port()
+    assert facetracker_main(["-c", str(data_path(*VIDEO)), "--frames", "40", "-s", "1",
+                             "--output", f"vmc://127.0.0.1:{port}"]) == 0
+    monkeypatch.undo()
+    assert len(raw_frames) == 40 and all(len(f.faces) == 1 for f in raw_frames)
+
+    def motion(strength: float) -> float:
+        smoother = daemon.ResultSmoother(SmoothingConfig(), {g: strength for g in ("points", "pose", "blendshapes",
+                                                                                    "gaze")})
+        out = [smoother(f, k / 30.0) for k, f in enumerate(raw_frames)]
+        if strength == 0:
+            for a, b in zip(out, raw_frames):
+                assert a.faces[0] is b.faces[0]
+        points = np.array([f.faces[0].points68 for f in out], np.float64)
+        blends = np.array([f.faces[0].blendshapes for f in out], np.float64)
+        assert np.all((blends >= 0) & (blends <= 1))
+        return float(np.linalg.norm(np.diff(points, axis=0), axis=2).mean())
+    steps = [motion(s) for s in (0.0, 0.25, 0.5, 1.0)]
+    assert steps[0] > steps[1] > steps[2] > steps[3] > 0
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        daemon.ResultSmoother(SmoothingConfig(), {"points": 1.5})
