@@ -154,3 +154,84 @@ def test_smoothing_flags_reach_the_daemon_and_bad_ones_are_refused(capsys):
     with pytest.raises(SystemExit) as stop:
         build_parser().parse_args(["--smooth-pose", "fast"])
     assert stop.value.code == 2 and "--smooth-pose" in capsys.readouterr().err
+
+
+def test_dashboard_controls_pause_and_mirror_a_running_daemon(monkeypatch):
+    """The controls the page writes, taken up by the real loop (``--web``; no browser needed here: the test
+    holds the daemon's TrackerControls): pause stops the output, mirror flips the tracked face."""
+    pytest.importorskip("websockets", reason="the dashboard needs the web extra: pip install -e '.[web]'")
+    import facewire.tracker.daemon as daemon
+    made = []
+
+    class Recorded(daemon.TrackerControls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+    monkeypatch.setattr(daemon, "TrackerControls", Recorded)
+    port = _free_port()
+    got = []
+    stop = threading.Event()
+    config = config_from_args(build_parser().parse_args(
+        ["-c", str(data_path(*VIDEO)), "--repeat-video", "1", "--pace-video", "1", "-s", "1",
+         "--web", "127.0.0.1:0", "--output", f"msgpack://127.0.0.1:{port}"]))
+    with MsgpackReceiver(port=port, expire_after=60, on_frame=got.append):
+        thread = threading.Thread(target=daemon.run, args=(config, stop), daemon=True)
+        thread.start()
+        try:
+            _wait_for(lambda: len(got) >= 10, 60)
+            assert made and len(got) >= 10
+            controls = made[0]
+            width = 400
+            before = np.mean([f[0].points68[:, 0].mean() for f in got[-5:] if f])
+            controls.update({"paused": True})
+            _wait_for(lambda: controls.applied.version == controls.state.version, 10)
+            time.sleep(0.3)
+            paused_at = len(got)
+            time.sleep(0.8)
+            assert len(got) == paused_at, "frames still sent while paused"
+            controls.update({"paused": False, "mirror": True})
+            _wait_for(lambda: len(got) >= paused_at + 15, 20)
+            faces = [f[0] for f in got[paused_at + 5:] if f]
+            assert faces
+            after = np.mean([f.points68[:, 0].mean() for f in faces])
+            assert abs(after - (width - 1 - before)) < 15          # the face now sits at its mirror position
+            assert abs(after - before) > 20                         # and that is somewhere else
+        finally:
+            stop.set()
+            thread.join(20)
+    assert not thread.is_alive()
+
+
+def test_smoothing_strengths_order_the_steadiness_and_zero_passes_through(monkeypatch):
+    """The dashboard's strengths on the daemon's smoother, over the FrameResults of a real run: 0 is the raw
+    value, and the steadiness of the points grows with the strength."""
+    import facewire.tracker.daemon as daemon
+    from facewire.tracker.smoothing import SmoothingConfig
+    raw_frames = []
+    real = daemon.ResultSmoother.__call__
+
+    def record(self, frame_result, *args, **kwargs):
+        raw_frames.append(frame_result)
+        return real(self, frame_result, *args, **kwargs)
+    monkeypatch.setattr(daemon.ResultSmoother, "__call__", record)
+    port = _free_port()
+    assert facetracker_main(["-c", str(data_path(*VIDEO)), "--frames", "40", "-s", "1",
+                             "--output", f"vmc://127.0.0.1:{port}"]) == 0
+    monkeypatch.undo()
+    assert len(raw_frames) == 40 and all(len(f.faces) == 1 for f in raw_frames)
+
+    def motion(strength: float) -> float:
+        smoother = daemon.ResultSmoother(SmoothingConfig(), {g: strength for g in ("points", "pose", "blendshapes",
+                                                                                    "gaze")})
+        out = [smoother(f, k / 30.0) for k, f in enumerate(raw_frames)]
+        if strength == 0:
+            for a, b in zip(out, raw_frames):
+                assert a.faces[0] is b.faces[0]
+        points = np.array([f.faces[0].points68 for f in out], np.float64)
+        blends = np.array([f.faces[0].blendshapes for f in out], np.float64)
+        assert np.all((blends >= 0) & (blends <= 1))
+        return float(np.linalg.norm(np.diff(points, axis=0), axis=2).mean())
+    steps = [motion(s) for s in (0.0, 0.25, 0.5, 1.0)]
+    assert steps[0] > steps[1] > steps[2] > steps[3] > 0
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        daemon.ResultSmoother(SmoothingConfig(), {"points": 1.5})

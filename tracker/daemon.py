@@ -44,6 +44,8 @@ from .smoothing import (GROUPS, FaceSmoother, OneEuroParams, SmoothingConfig, ad
                         smoothing_config_from_args)
 from .tracking import FaceTracker, TrackedFace, TrackingConfig
 from .transport import TransportError
+from .web import (ControlState, Dashboard, DashboardError, DashboardStats, TrackerControls, WebUnavailableError,
+                  parse_web_address)
 
 log = logging.getLogger("facewire.daemon")
 
@@ -85,6 +87,7 @@ class DaemonConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     max_frames: int | None = None      # stop after this many frames (None: until the input ends)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    web: tuple[str, int] | None = None      # --web: the dashboard's host and port (None: no dashboard)
     blendshapes: BlendshapeEstimator | None = None    # the blendshape hook (see BlendshapeEstimator)
 
     def __post_init__(self) -> None:
@@ -227,6 +230,11 @@ def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
     p.add_argument("--benchmark", default=0, **_FLAG01, help="1: time every stage on the input's first frames and quit")
     p.add_argument("--frames", type=_int_in(0), default=0, metavar="N",
                    help="stop after N frames (0: no limit, run until the input ends)")
+    p.add_argument("--web", nargs="?", const="127.0.0.1:8765", default=None, metavar="HOST:PORT",
+                   help="serve a live dashboard (tracking, blendshapes, outputs, and controls: re-learn the neutral "
+                        "face, smoothing, pause sending, mirror) to open in a browser; --web alone serves "
+                        "http://127.0.0.1:8765/ on this PC; another address (0.0.0.0:8765 for the LAN) prints a URL "
+                        "with an access token. Needs the web extra: pip install 'facewire[web]'")
     p.add_argument("--verbose", action="store_true", help="log debugging detail")
     add_smoothing_arguments(p)
     # Help spells the settings with hyphens: an underscored upper-case word reads as argparse's dest name.
@@ -267,8 +275,9 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
                           visualize=args.visualize, pnp_points=args.pnp_points,
                           video_out=args.video_out, video_scale=args.video_scale, video_fps=args.video_fps,
                           log_data=args.log_data, silent=bool(args.silent))
+    web = parse_web_address(args.web) if args.web is not None else None
     return DaemonConfig(capture, tracking, records, output, max_frames=args.frames or None,
-                        smoothing=smoothing_config_from_args(args))
+                        smoothing=smoothing_config_from_args(args), web=web)
 
 
 def quiet_video_decoders() -> None:
@@ -422,25 +431,26 @@ def outputs_summary(stats: dict) -> str:
 
 ATTENTION_POINTS = 478      # the blendshape model reads the 478-point meshes (irises included)
 
-#: What ResultStage calls per face: the face's mesh -> 52 scores in ARKIT_NAMES order.
-MeshBlendshapes = Callable[[MeshResult], np.ndarray]
+#: What ResultStage calls per face: (the face's mesh, whether the image is mirrored) -> 52 scores in
+#: ARKIT_NAMES order.
+MeshBlendshapes = Callable[[MeshResult, bool], np.ndarray]
 
 
 def blendshapes_for_run(config: DaemonConfig, needs: frozenset[str]) -> MeshBlendshapes | None:
     """The per-face blendshape step of this run, or None when no output needs it or the mesh cannot feed it.
 
-    The model loads only here, so a run whose outputs send no blendshapes never pays for it. Under
-    --mirror-input the image shows a mirrored face, so Left/Right are swapped back to the subject's sides;
-    FaceMesh V2 (--model 4) adds its tongue-out score. A hook in ``config.blendshapes`` replaces the model.
+    The model loads only here, so a run whose outputs (and dashboard) send no blendshapes never pays for it. In a
+    mirrored image (--mirror-input, or the dashboard's mirror) the face is mirrored, so Left/Right are swapped
+    back to the subject's sides; FaceMesh V2 (--model 4) adds its tongue-out score. A hook in
+    ``config.blendshapes`` replaces the model.
     """
     if "blendshapes" not in needs or config.tracking.mesh == "mesh":
         return None
     if config.blendshapes is not None:
         hook = config.blendshapes
-        return lambda mesh: hook(mesh.points)
+        return lambda mesh, _mirrored: hook(mesh.points)
     model = BlendshapeModel(threads=config.tracking.threads)
-    mirrored = config.capture.mirror
-    return lambda mesh: model(mesh.points, tongue_out=mesh.tongue_out, mirrored=mirrored).scores
+    return lambda mesh, mirrored: model(mesh.points, tongue_out=mesh.tongue_out, mirrored=mirrored).scores
 
 
 class ResultStage:
@@ -448,28 +458,36 @@ class ResultStage:
 
     The OpenSeeFace record is always built (it holds OpenSeeFace's per-user features and eye openness,
     which the ``FaceResult`` carries for every format); our head pose, the blendshapes and the mesh copy
-    only when ``needs`` says so.
+    only when ``needs`` says so: the outputs' needs, plus the dashboard's while a page is open (``extra``
+    per frame).
     """
 
     def __init__(self, needs: frozenset[str], records: RecordBuilder, face_id_offset: int = 0,
-                 blendshapes: MeshBlendshapes | None = None) -> None:
+                 blendshapes: MeshBlendshapes | None = None, mirrored: bool = False) -> None:
         self.records = records
         self.results = ResultBuilder(face_id_offset=face_id_offset)
-        self.poses = PoseEstimator() if "pose" in needs else None
-        self.blendshapes = blendshapes if "blendshapes" in needs else None
-        self.with_mesh = "mesh" in needs
+        self.needs = needs
+        self._poses: PoseEstimator | None = None
+        self.blendshapes = blendshapes
+        self.mirrored = mirrored        # the image is mirrored (Left/Right of the blendshapes swapped back)
 
-    def __call__(self, number: int, frame: Frame, faces: list[TrackedFace]) -> FrameResult:
+    def __call__(self, number: int, frame: Frame, faces: list[TrackedFace],
+                 extra: frozenset[str] = frozenset()) -> FrameResult:
+        needs = self.needs | extra if extra else self.needs
         h, w = frame.image.shape[:2]
         size = (w, h)
+        if "pose" in needs and self._poses is None:
+            self._poses = PoseEstimator()
+        with_mesh = "mesh" in needs
+        blendshape_step = self.blendshapes if "blendshapes" in needs else None
         results = []
         for face in faces:
             record = self.records.build(face, size, frame.timestamp, frame.monotonic)
-            pose = None if self.poses is None else self.poses.estimate(face.mesh.points, size)
+            pose = self._poses.estimate(face.mesh.points, size) if "pose" in needs else None
             blendshapes = None
-            if self.blendshapes is not None and len(face.mesh.points) == ATTENTION_POINTS:
-                blendshapes = self.blendshapes(face.mesh)
-            results.append(self.results.face(record.id, face, record, pose, blendshapes, self.with_mesh))
+            if blendshape_step is not None and len(face.mesh.points) == ATTENTION_POINTS:
+                blendshapes = blendshape_step(face.mesh, self.mirrored)
+            results.append(self.results.face(record.id, face, record, pose, blendshapes, with_mesh))
         return ResultBuilder.frame(number, frame.timestamp, frame.monotonic, time.time(), size, results)
 
 
@@ -573,6 +591,36 @@ class ResultSmoother:
         return replace(face, **changes)
 
 
+def _strengths_of(config: SmoothingConfig) -> dict[str, float]:
+    """The dashboard's starting smoothing strengths: the configured filters, or off under --no-smoothing."""
+    return {group: DEFAULT_STRENGTH if config.enabled else 0.0 for group in GROUPS}
+
+
+def _apply_controls(state: ControlState, config: DaemonConfig, tracker: FaceTracker, builder: RecordBuilder,
+                    results: ResultStage, smoother: ResultSmoother) -> None:
+    """A new dashboard control state, taken up at the start of a frame."""
+    smoother.set_strengths(state.smoothing)
+    if state.relearn_neutral:
+        # The expression features learn each user's neutral face per track: new state, learning afresh.
+        builder.forget_except(set())
+        log.info("re-learning the neutral face (dashboard)")
+    if state.mirror != results.mirrored:
+        results.mirrored = state.mirror
+        tracker.reset()           # every face jumps to its mirror image: find them again
+        log.info("mirror input %s (dashboard)", "on" if state.mirror else "off")
+
+
+def _dashboard_stats(stats: RunStats, arrivals: deque, reader: LatestFrameReader | None,
+                     outputs: OutputGroup) -> DashboardStats:
+    recent = list(itertools.islice(reversed(stats.processing_ms), RATE_WINDOW))
+    latency = list(itertools.islice(reversed(stats.latency_ms), RATE_WINDOW))
+    fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) >= 2 and arrivals[-1] > arrivals[0] else 0.0
+    return DashboardStats(fps=fps, processing_ms=statistics.median(recent) if recent else 0.0,
+                          latency_ms=statistics.median(latency) if latency else 0.0,
+                          dropped_frames=reader.dropped if reader is not None else 0,
+                          outputs=outputs.stats(), failed_outputs=tuple(o.name for o in outputs.failed))
+
+
 def _warn_about_blendshapes(config: DaemonConfig, outputs: OutputGroup) -> None:
     """Say once, at start, when outputs ask for blendshapes that this run cannot compute (--model 0)."""
     wanting = [o.name for o in outputs.outputs if "blendshapes" in o.needs]
@@ -611,10 +659,18 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
         outputs.open()
         resources.callback(outputs.close)
         _warn_about_blendshapes(config, outputs)
+        controls = dashboard = None
+        if config.web is not None:     # before the models load: the page can be opened while they do
+            controls = TrackerControls(_strengths_of(config.smoothing), mirror=config.capture.mirror)
+            dashboard = Dashboard(config.web[0], config.web[1], controls)
+            url = dashboard.start()
+            resources.callback(dashboard.close)
+            print(f"dashboard: {url}", file=sys.stderr, flush=True)     # printed even with -s: the user needs it
         tracker = FaceTracker(config.tracking)
         builder = RecordBuilder(config.records)
+        may_need = outputs.needs | (frozenset({"blendshapes"}) if dashboard is not None else frozenset())
         results = ResultStage(outputs.needs, builder, config.records.face_id_offset,
-                              blendshapes_for_run(config, outputs.needs))
+                              blendshapes_for_run(config, may_need), mirrored=config.capture.mirror)
         source = open_source(config.capture, stop=stop)
         live = isinstance(source, CameraSource) or config.capture.pace
         reader = LatestFrameReader(source) if live else None
@@ -626,29 +682,44 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
         if log_file:
             resources.callback(log_file.close)
         log_writer = OsfLogWriter(log_file, float(config.capture.fps or 0)) if log_file else None
-        smoother = ResultSmoother(config.smoothing)
+        smoother = ResultSmoother(config.smoothing, None if controls is None else controls.state.smoothing)
+        control_version = 0
         frame_s = 1.0 / (source.fps or 30.0)     # an unpaced video's or images' own time between frames
         offset = config.records.face_id_offset
         stats = RunStats()
         arrivals: deque[float] = deque(maxlen=RATE_WINDOW)     # for the window's label only
+        arrivals_web: deque[float] = deque(maxlen=RATE_WINDOW)  # for the dashboard's frame rate
         last_status = time.perf_counter()
         log.info("tracking %s, sending to %s", source.name, ", ".join(o.name for o in outputs.outputs))
         if ready is not None:
             ready.set()
         for frame in _frames(source, reader, stop):
             started = time.perf_counter()
+            state = controls.read(stats.frames + 1) if controls is not None else None
+            if state is not None:
+                if state.version != control_version:
+                    control_version = state.version
+                    _apply_controls(state, config, tracker, builder, results, smoother)
+                if state.mirror != config.capture.mirror:     # the page's mirror differs from the source's
+                    frame = replace(frame, image=cv2.flip(frame.image, 1))
             faces = tracker.update(frame.image)
-            raw = results(stats.frames + 1, frame, faces)
+            extra = dashboard.needs if dashboard is not None else frozenset()
+            raw = results(stats.frames + 1, frame, faces, extra)
             new_ids = {result.id for face, result in zip(faces, raw.faces) if face.new}
             frame_result = smoother(raw, frame.monotonic if live else (stats.frames + 1) * frame_s, new_ids,
                                     {track_id + offset for track_id in tracker.track_ids()})
-            outputs.send(frame_result)
+            if state is None or not state.paused:
+                outputs.send(frame_result)
             sent = time.perf_counter()
             builder.forget_except(tracker.track_ids())
             stats.frames += 1
             stats.frames_with_faces += bool(faces)
             stats.processing_ms.append((sent - started) * 1000)
             stats.latency_ms.append((sent - frame.monotonic) * 1000)
+            if dashboard is not None:
+                dashboard.publish(frame_result, frame.image,
+                                  lambda: _dashboard_stats(stats, arrivals_web, reader, outputs))
+                arrivals_web.append(frame.monotonic)
             if log_writer:
                 for k, (face, result) in enumerate(zip(faces, frame_result.faces)):
                     pose = builder.pose_of(face.track_id)
@@ -722,7 +793,7 @@ def _facetracker(argv: list[str] | None, prog: str) -> int:
     except CameraNotFoundError as exc:
         log.error("%s\nTo try Facewire without a camera, give a video file: %s -c VIDEO.mp4", exc, prog)
         return EXIT_ERROR
-    except (CaptureError, ModelError, TransportError, ValueError) as exc:
+    except (CaptureError, ModelError, TransportError, ValueError, WebUnavailableError, DashboardError) as exc:
         log.error("%s", exc)
         return EXIT_ERROR
     except MemoryError:
