@@ -167,3 +167,19 @@ def test_help_texts_have_no_formatting_defects():
                 f"{name} --help: {what}: {re.search(pattern, flat, re.IGNORECASE if 'default' in what else 0)}"
     assert "failure rate (NME > 10% or no face)" in " ".join(texts["facewire eval-landmarks"].split())
     assert "(default: 0.5)" in " ".join(texts["facetracker"].split()).split("--threshold P")[1].split("-d P")[0]
+
+
+def test_analyze_json_names_the_52_blendshapes_and_they_follow_the_mouth(capsys):
+    """Two photos whose annotated lips are closed against two whose mouths are open (inner-lip gap 6-7% of the face)."""
+    from facewire.client.arkit import ARKIT_NAMES
+
+    jaw = {}
+    for name in ("aflw2000_image00020", "aflw2000_image00067", "aflw2000_image00006", "aflw2000_image00051"):
+        assert main(["analyze", str(data_path("images", f"{name}.jpg")), "--json"]) == 0
+        face = json.loads(capsys.readouterr().out)["faces"][0]
+        shapes = face["blendshapes"]
+        assert list(shapes) == list(ARKIT_NAMES)
+        assert all(0.0 <= v <= 1.0 for v in shapes.values())
+        jaw[name] = shapes["jawOpen"]
+    assert min(jaw["aflw2000_image00006"], jaw["aflw2000_image00051"]) > 5 * max(jaw["aflw2000_image00020"],
+                                                                                jaw["aflw2000_image00067"])

@@ -95,6 +95,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                "faces": [_face_json(f) for f in faces]}
         for face_doc, u in zip(doc["faces"], uncertainty):
             face_doc["uncertainty_px"] = u.as_json()
+        if faces and len(faces[0].landmarks) >= 478:     # the blendshape model reads the 478-point meshes
+            from .blendshapes import BlendshapeModel
+            model = BlendshapeModel()
+            for face_doc, face in zip(doc["faces"], faces):
+                shapes = model(face.landmarks).as_dict()
+                face_doc["blendshapes"] = {name: round(float(v), 4) for name, v in shapes.items()}
         print(json.dumps(doc))
     else:
         print(f"{args.image}: {len(faces)} face(s)")
