@@ -31,6 +31,7 @@ import numpy as np
 from .capture import (CameraNotFoundError, CameraSource, CaptureConfig, CaptureError, Frame, LatestFrameReader,
                       format_camera_list, list_cameras, open_source)
 from .drawing import draw_label, draw_points
+from .blendshape_log import BlendshapeCsvWriter
 from .blendshapes import BlendshapeModel
 from .features import FeatureConfig
 from .landmarks import MeshResult
@@ -72,6 +73,7 @@ class OutputConfig:
     video_scale: float = 1.0
     video_fps: float = 24.0
     log_data: Path | None = None
+    log_blendshapes: Path | None = None
     silent: bool = False
 
     @property
@@ -227,6 +229,9 @@ def build_parser(prog: str = "facetracker") -> argparse.ArgumentParser:
                    help="frame rate of the --video-out video")
     p.add_argument("--log-data", type=Path, default=None, metavar="FILE.csv",
                    help="write OpenSeeFace's per-face CSV log to this file")
+    p.add_argument("--log-blendshapes", type=Path, default=None, metavar="FILE.csv",
+                   help="write the 52 ARKit blendshapes of every face in every frame to this CSV file (frame, time, "
+                        "face_id, track_id, then Apple's names); needs the 478-point mesh (--model 1 to 4)")
     p.add_argument("--benchmark", default=0, **_FLAG01, help="1: time every stage on the input's first frames and quit")
     p.add_argument("--frames", type=_int_in(0), default=0, metavar="N",
                    help="stop after N frames (0: no limit, run until the input ends)")
@@ -261,9 +266,13 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         threads=args.max_threads)
     records = RecordOptions(gaze=bool(args.gaze_tracking), face_id_offset=args.face_id_offset,
                             feature_config=FeatureConfig(max_feature_updates_s=float(args.max_feature_updates)))
-    for path, flag in ((args.log_data, "--log-data"), (args.video_out, "--video-out")):
+    for path, flag in ((args.log_data, "--log-data"), (args.video_out, "--video-out"),
+                       (args.log_blendshapes, "--log-blendshapes")):
         if path is not None:
             check_output_file(path, flag)
+    if args.log_blendshapes is not None and mesh_for_model(args.model) == "mesh":
+        raise ValueError(f"--log-blendshapes needs the 478-point mesh, and --model {args.model} tracks the "
+                         "468-point mesh; use --model 1 to 4")
     urls = tuple(args.output or ())
     OutputGroup.from_urls(urls, mesh=args.mesh)      # a mistyped URL stops here (exit 2), before the models load
     if urls and (args.ip, args.port) != ("127.0.0.1", 11573):
@@ -274,7 +283,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
     output = OutputConfig(ip=args.ip, port=args.port, urls=urls, mesh=args.mesh,
                           visualize=args.visualize, pnp_points=args.pnp_points,
                           video_out=args.video_out, video_scale=args.video_scale, video_fps=args.video_fps,
-                          log_data=args.log_data, silent=bool(args.silent))
+                          log_data=args.log_data, log_blendshapes=args.log_blendshapes, silent=bool(args.silent))
     web = parse_web_address(args.web) if args.web is not None else None
     return DaemonConfig(capture, tracking, records, output, max_frames=args.frames or None,
                         smoothing=smoothing_config_from_args(args), web=web)
@@ -411,11 +420,11 @@ def check_output_file(path: Path, flag: str) -> None:
         raise ValueError(f"{flag} {path}: no permission to write in {folder}")
 
 
-def _open_log(path: Path):
+def _open_log(path: Path, flag: str = "--log-data"):
     try:
         return open(path, "w", newline="")  # noqa: SIM115 - closed by run()
     except OSError as exc:
-        raise ValueError(f"--log-data {path}: cannot write it ({exc.strerror})") from exc
+        raise ValueError(f"{flag} {path}: cannot write it ({exc.strerror})") from exc
 
 
 def outputs_summary(stats: dict) -> str:
@@ -668,8 +677,9 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
             print(f"dashboard: {url}", file=sys.stderr, flush=True)     # printed even with -s: the user needs it
         tracker = FaceTracker(config.tracking)
         builder = RecordBuilder(config.records)
-        may_need = outputs.needs | (frozenset({"blendshapes"}) if dashboard is not None else frozenset())
-        results = ResultStage(outputs.needs, builder, config.records.face_id_offset,
+        logged = frozenset({"blendshapes"}) if config.output.log_blendshapes else frozenset()
+        may_need = outputs.needs | logged | (frozenset({"blendshapes"}) if dashboard is not None else frozenset())
+        results = ResultStage(outputs.needs | logged, builder, config.records.face_id_offset,
                               blendshapes_for_run(config, may_need), mirrored=config.capture.mirror)
         source = open_source(config.capture, stop=stop)
         live = isinstance(source, CameraSource) or config.capture.pace
@@ -682,6 +692,11 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
         if log_file:
             resources.callback(log_file.close)
         log_writer = OsfLogWriter(log_file, float(config.capture.fps or 0)) if log_file else None
+        shapes_log = None
+        if config.output.log_blendshapes:
+            shapes_file = _open_log(config.output.log_blendshapes, "--log-blendshapes")
+            resources.callback(shapes_file.close)
+            shapes_log = BlendshapeCsvWriter(shapes_file)
         smoother = ResultSmoother(config.smoothing, None if controls is None else controls.state.smoothing)
         control_version = 0
         frame_s = 1.0 / (source.fps or 30.0)     # an unpaced video's or images' own time between frames
@@ -720,6 +735,8 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
                 dashboard.publish(frame_result, frame.image,
                                   lambda: _dashboard_stats(stats, arrivals_web, reader, outputs))
                 arrivals_web.append(frame.monotonic)
+            if shapes_log is not None:
+                shapes_log.write(frame_result)
             if log_writer:
                 for k, (face, result) in enumerate(zip(faces, frame_result.faces)):
                     pose = builder.pose_of(face.track_id)
