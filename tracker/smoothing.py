@@ -371,7 +371,7 @@ def add_smoothing_arguments(parser: argparse.ArgumentParser) -> None:
                            metavar="MIN_CUTOFF,BETA[,D_CUTOFF]",
                            help=f"One Euro filter of {_FLAG_HELP[name]} (default: %(default)s)")
     group.add_argument("--no-smoothing", dest="smoothing", action="store_false",
-                       help="switch smoothing off and use the tracker's raw values (smoothing on: %(default)s)")
+                       help="switch smoothing off and send the tracker's raw values (smoothing is on by default)")
 
 
 def smoothing_config_from_args(args: argparse.Namespace) -> SmoothingConfig:
