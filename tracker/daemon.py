@@ -698,6 +698,9 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
             resources.callback(shapes_file.close)
             shapes_log = BlendshapeCsvWriter(shapes_file)
         smoother = ResultSmoother(config.smoothing, None if controls is None else controls.state.smoothing)
+        # Only the OpenSeeFace record is read by an osf-only run, and it is never smoothed: skip the stage there.
+        smoothed_read = (dashboard is not None or shapes_log is not None
+                         or any(o.target.scheme != "osf" for o in outputs.outputs))
         control_version = 0
         frame_s = 1.0 / (source.fps or 30.0)     # an unpaced video's or images' own time between frames
         offset = config.records.face_id_offset
@@ -721,8 +724,9 @@ def run(config: DaemonConfig, stop: threading.Event | None = None, ready: thread
             extra = dashboard.needs if dashboard is not None else frozenset()
             raw = results(stats.frames + 1, frame, faces, extra)
             new_ids = {result.id for face, result in zip(faces, raw.faces) if face.new}
-            frame_result = smoother(raw, frame.monotonic if live else (stats.frames + 1) * frame_s, new_ids,
-                                    {track_id + offset for track_id in tracker.track_ids()})
+            frame_result = raw if not smoothed_read else smoother(
+                raw, frame.monotonic if live else (stats.frames + 1) * frame_s, new_ids,
+                {track_id + offset for track_id in tracker.track_ids()})
             if state is None or not state.paused:
                 outputs.send(frame_result)
             sent = time.perf_counter()
